@@ -1,0 +1,178 @@
+"""One config tree: YAML files (deep-merged in order) → schema check → strict dataclasses.
+
+Defaults live here, in one visible block per section. `config/schema.yaml` checks types and ranges
+(Snakemake validates with it too); a test keeps its keys and these dataclasses in sync. Unknown keys
+fail before any work starts, naming the key.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A bad config; the message names the key (dotted path) and the problem."""
+
+
+@dataclass
+class SynthesizeConfig:
+    root: str = "data/synthetic"          # where the CT-RATE-style corpus is written
+    n_patients: int = 120
+    valid_fraction: float = 0.2           # patients placed in CT-RATE's `valid` split
+    max_scans: int = 2                    # scans (letters) per patient: 1..max_scans
+    max_reconstructions: int = 2          # reconstructions per scan: 1..max_reconstructions
+    preset: str = "small"                 # small (CPU demo) | ctrate (512 x 512 x ~200, ~0.7 mm)
+    seed: int = 0
+    workers: int = 2
+
+
+@dataclass
+class FolderAdapterConfig:
+    images: str = ""                      # folder of NIfTI files or of DICOM series folders
+    reports_csv: str = ""                 # CSV with a volume id column and report sections
+    id_column: str = "VolumeName"
+    findings_column: str = "Findings_EN"
+    impressions_column: str = "Impressions_EN"
+    patient_column: str = ""              # empty: every volume is its own patient
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"            # synthetic | ctrate | folder | manifest
+    root: str = "data/synthetic"          # dataset root (ctrate/synthetic) or prebuilt manifest (manifest)
+    release: str = "auto"                 # CT-RATE release: auto | v1 | v2
+    exclude_no_chest: bool = True
+    val_fraction: float = 0.1             # of training patients, held out for model selection
+    split_seed: int = 42
+    v1_orientation: str = "LPS"           # CT-RATE v1 headers carry no orientation: DICOM's LPS assumed
+    folder: FolderAdapterConfig = field(default_factory=FolderAdapterConfig)
+
+
+@dataclass
+class PreprocessConfig:
+    spacing: list = field(default_factory=lambda: [3.0, 3.0, 6.0])  # mm (x, y, z) after RAS
+    hu_window: list = field(default_factory=lambda: [-1000.0, 1000.0])
+    shard_size: int = 25                  # volumes per Snakemake job
+    max_bad_fraction: float = 0.25        # the run fails when more than this share is quarantined
+    min_spacing_mm: float = 0.1           # spacings outside [min, max] are impossible for CT
+    max_spacing_mm: float = 20.0
+    compress_level: int = 1               # gzip level of output NIfTI (1: fast, a little larger)
+
+
+@dataclass
+class SentencesConfig:
+    sections: list = field(default_factory=lambda: ["findings", "impressions"])
+    spacy_model: str = "blank"            # blank: blank("en") + sentencizer; else a spaCy package name
+
+
+@dataclass
+class ShowConfig:
+    n_cases: int = 4                      # cases in the README montage
+
+
+@dataclass
+class Config:
+    run: str = "demo"                     # outputs go to <results_dir>/<run>/
+    results_dir: str = "results"
+    synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    sentences: SentencesConfig = field(default_factory=SentencesConfig)
+    show: ShowConfig = field(default_factory=ShowConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.results_dir) / self.run
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _build(cls, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        dotted = ", ".join(f"{where}.{k}" if where else k for k in unknown)
+        raise ConfigError(f"unknown config key(s): {dotted}; allowed: {sorted(names)}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _build(hint, value, key) if dataclasses.is_dataclass(hint) else value
+    return cls(**kwargs)
+
+
+def _schema() -> dict:
+    with open(SCHEMA_PATH, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def check_schema(values: dict) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(values), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        key = ".".join(str(p) for p in first.absolute_path) or "config"
+        raise ConfigError(f"config key {key}: {first.message}")
+
+
+def from_dict(values: dict | None) -> Config:
+    """Validate a (possibly partial) config mapping and fill defaults."""
+    values = values or {}
+    _build(Config, values, "")          # unknown keys first: the clearest message
+    check_schema(values)
+    return _build(Config, deep_merge(Config().to_dict(), values), "")
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: config file not found") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return values
+
+
+def load(paths: list[str] | tuple = (), overrides_json: list[str] | tuple = ()) -> Config:
+    """Merge YAML files, then JSON overrides (what Snakemake rules pass), into one Config."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        merged = deep_merge(merged, read_yaml(path))
+    for text in overrides_json:
+        try:
+            merged = deep_merge(merged, json.loads(text))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--set-json is not valid JSON: {err}") from err
+    return from_dict(merged)
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
