@@ -53,7 +53,6 @@ class DataConfig:
     exclude_no_chest: bool = True
     val_fraction: float = 0.1             # of training patients, held out for model selection
     split_seed: int = 42
-    v1_orientation: str = "LPS"           # CT-RATE v1 headers carry no orientation: DICOM's LPS assumed
     folder: FolderAdapterConfig = field(default_factory=FolderAdapterConfig)
 
 
@@ -61,6 +60,7 @@ class DataConfig:
 class PreprocessConfig:
     spacing: list = field(default_factory=lambda: [3.0, 3.0, 6.0])  # mm (x, y, z) after RAS
     hu_window: list = field(default_factory=lambda: [-1000.0, 1000.0])
+    size: list | None = None              # voxels (x, y, z): centre crop/pad after resampling; None keeps all
     shard_size: int = 25                  # volumes per Snakemake job
     max_bad_fraction: float = 0.25        # the run fails when more than this share is quarantined
     min_spacing_mm: float = 0.1           # spacings outside [min, max] are impossible for CT
