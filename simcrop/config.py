@@ -25,7 +25,6 @@ class ConfigError(ValueError):
 
 @dataclass
 class SynthesizeConfig:
-    root: str = "data/synthetic"          # where the CT-RATE-style corpus is written
     n_patients: int = 120
     valid_fraction: float = 0.2           # patients placed in CT-RATE's `valid` split
     max_scans: int = 2                    # scans (letters) per patient: 1..max_scans
@@ -48,7 +47,8 @@ class FolderAdapterConfig:
 @dataclass
 class DataConfig:
     dataset: str = "synthetic"            # synthetic | ctrate | folder | manifest
-    root: str = "data/synthetic"          # dataset root (ctrate/synthetic) or prebuilt manifest (manifest)
+    # dataset root (ctrate; synthetic: where `simcrop synthesize` writes it), or a prebuilt manifest CSV
+    root: str = "data/synthetic"
     release: str = "auto"                 # CT-RATE release: auto | v1 | v2
     exclude_no_chest: bool = True
     val_fraction: float = 0.1             # of training patients, held out for model selection

@@ -1,0 +1,194 @@
+"""`simcrop` command line: one sub-command per pipeline step.
+
+Every sub-command reads the same config tree (`--config` YAML files, merged in order, then `--set-json`
+overrides, which is how Snakemake rules pass the sections they use), writes its outputs atomically and
+can be run by hand with the arguments a rule uses. Heavy imports happen inside each command so `--help`
+stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from simcrop import config as config_mod
+
+log = logging.getLogger("simcrop")
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", default=[], metavar="YAML",
+                        help="config file(s), merged in order (default: built-in defaults)")
+    parser.add_argument("--set-json", action="append", default=[], metavar="JSON",
+                        help="JSON mapping merged over the config files (used by the Snakemake rules)")
+
+
+def _config(args) -> config_mod.Config:
+    return config_mod.load(args.config, args.set_json)
+
+
+def _write_resolved(cfg: config_mod.Config, path: Path) -> None:
+    from simcrop.io import write_text_atomic
+
+    write_text_atomic(path, config_mod.dump(cfg))
+
+
+def cmd_config(args) -> int:
+    cfg = _config(args)
+    text = config_mod.dump(cfg)
+    if args.out:
+        _write_resolved(cfg, Path(args.out))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_synthesize(args) -> int:
+    from simcrop.data.synthetic import generate_corpus
+
+    cfg = _config(args)
+    root = Path(args.out or cfg.data.root)
+    summary = generate_corpus(root, cfg.synthesize, progress=not args.quiet)
+    _write_resolved(cfg, root / "synthesize.config.yaml")
+    log.info("synthetic corpus in %s: %s", root, summary)
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from simcrop.data.ingest import ingest
+
+    cfg = _config(args)
+    manifest = Path(args.manifest or cfg.run_dir / "manifest.csv")
+    report = Path(args.report or manifest.with_name("ingest_report.json"))
+    summary = ingest(cfg.data, manifest, report)
+    _write_resolved(cfg, manifest.with_name("ingest.config.yaml"))
+    log.info("manifest %s: %s", manifest, summary)
+    return 0
+
+
+def cmd_preprocess(args) -> int:
+    from simcrop.data.preprocess import preprocess_shard
+
+    cfg = _config(args)
+    out_dir = Path(args.out_dir or cfg.run_dir / "preprocessed")
+    manifest = Path(args.manifest or cfg.run_dir / "manifest.csv")
+    summary = preprocess_shard(manifest, args.shard, out_dir, cfg.preprocess, progress=not args.quiet)
+    log.info("shard %d: %s", args.shard, summary)
+    return 0
+
+
+def cmd_gather(args) -> int:
+    from simcrop.data.preprocess import gather_shards
+
+    cfg = _config(args)
+    out_dir = Path(args.out_dir or cfg.run_dir)
+    if args.shards:
+        qc_files = [Path(p) for p in args.shards]
+    else:
+        qc_files = sorted((out_dir / "preprocessed" / "shards").glob("*.qc.csv"))
+    # Each shard writes <shard>.qc.csv and <shard>.quarantine.csv side by side.
+    quarantine_files = [p.with_name(p.name.replace(".qc.csv", ".quarantine.csv")) for p in qc_files]
+    gather_shards(qc_files, quarantine_files, out_dir / "qc.csv", out_dir / "quarantine.csv",
+                  out_dir / "preprocess_summary.json", cfg.preprocess.max_bad_fraction)
+    _write_resolved(cfg, out_dir / "preprocess.config.yaml")
+    return 0
+
+
+def cmd_sentences(args) -> int:
+    from simcrop.text.sentences import sentences_for_manifest
+
+    cfg = _config(args)
+    manifest = Path(args.manifest or cfg.run_dir / "manifest.csv")
+    out = Path(args.out or cfg.run_dir / "sentences.jsonl")
+    quarantine = Path(args.quarantine or out.with_name("sentences_quarantine.csv"))
+    summary = sentences_for_manifest(manifest, out, cfg.sentences, quarantine)
+    log.info("sentences %s: %s", out, summary)
+    return 0
+
+
+def cmd_show(args) -> int:
+    from simcrop.evaluate.montage import write_montage
+
+    cfg = _config(args)
+    run_dir = cfg.run_dir
+    out = Path(args.out or run_dir / "figures" / "montage.png")
+    write_montage(manifest=Path(args.manifest or run_dir / "manifest.csv"),
+                  sentences=Path(args.sentences or run_dir / "sentences.jsonl"),
+                  preprocessed=Path(args.preprocessed or run_dir / "preprocessed"),
+                  out=out, n_cases=cfg.show.n_cases)
+    log.info("montage written to %s", out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simcrop",
+        description="SimCroP pipeline for 3D chest CT + reports. Each sub-command is one workflow step; "
+                    "`snakemake --cores N` runs them in order (see README).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help_text, description=None):
+        p = sub.add_parser(name, help=help_text, description=description or help_text)
+        _add_config_args(p)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("config", cmd_config, "print (or --out write) the resolved config after merging and validation")
+    p.add_argument("--out", help="write the resolved YAML here instead of stdout")
+
+    p = add("synthesize", cmd_synthesize, "generate the synthetic CT-RATE-style corpus",
+            "Generate the embedded default corpus: thorax phantoms in HU with planted findings, reports, "
+            "CT-RATE v2 tree and CSVs, lesion masks, organ maps and a sentence-to-lesion map. "
+            "Deterministic from synthesize.seed.")
+    p.add_argument("--out", help="corpus root (default: data.root)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("ingest", cmd_ingest, "read a dataset (data.dataset) into one manifest with patient-level splits",
+            "Run the dataset adapter named by data.dataset (synthetic, ctrate, folder, manifest) over data.root "
+            "and write manifest.csv plus ingest_report.json (counts of excluded/skipped volumes, release used).")
+    p.add_argument("--manifest", help="output manifest (default: <results_dir>/<run>/manifest.csv)")
+    p.add_argument("--report", help="output JSON report (default: next to the manifest)")
+
+    p = add("preprocess", cmd_preprocess, "preprocess one shard of the manifest (RAS, spacing, HU window, int16)",
+            "Reorient to RAS, resample to preprocess.spacing, clip to preprocess.hu_window and write int16 "
+            "NIfTI + a QC record per volume for manifest rows [shard*shard_size, (shard+1)*shard_size). Bad "
+            "volumes are quarantined with the reason; the shard goes on.")
+    p.add_argument("--shard", type=int, required=True, help="shard index (0-based)")
+    p.add_argument("--manifest", help="manifest CSV (default: <run_dir>/manifest.csv)")
+    p.add_argument("--out-dir", help="output folder (default: <run_dir>/preprocessed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("gather", cmd_gather, "merge per-shard QC and quarantine lists; fail past max_bad_fraction")
+    p.add_argument("shards", nargs="*", metavar="SHARD_QC",
+                   help="<shard>.qc.csv files (default: all under <run_dir>/preprocessed/shards)")
+    p.add_argument("--out-dir", help="where qc.csv, quarantine.csv, preprocess_summary.json go (default: run_dir)")
+
+    p = add("sentences", cmd_sentences, "split report sections into sentences with spaCy (offsets kept)")
+    p.add_argument("--manifest", help="manifest CSV (default: <run_dir>/manifest.csv)")
+    p.add_argument("--out", help="output JSON lines (default: <run_dir>/sentences.jsonl)")
+    p.add_argument("--quarantine", help="reports with no usable Findings (default: next to --out)")
+
+    p = add("show", cmd_show, "PNG montage of a few cases with lesion outlines and their sentences")
+    p.add_argument("--manifest")
+    p.add_argument("--sentences")
+    p.add_argument("--preprocessed", help="folder with volumes/ and masks/")
+    p.add_argument("--out", help="PNG path (default: <run_dir>/figures/montage.png)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except config_mod.ConfigError as err:
+        log.error("bad config: %s", err)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

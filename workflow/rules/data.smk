@@ -1,0 +1,62 @@
+# Dataset → manifest → preprocessed volumes (one job per shard of `preprocess.shard_size` volumes).
+
+
+rule synthesize:
+    output:
+        marker=f"{CFG.data.root}/corpus.json",
+    log:
+        f"{LOGS}/synthesize.log",
+    params:
+        cfg=section_json("synthesize", "data"),
+        root=CFG.data.root,
+    threads: CFG.synthesize.workers
+    shell:
+        "simcrop synthesize --set-json {params.cfg:q} --out {params.root} --quiet > {log} 2>&1"
+
+
+checkpoint ingest:
+    input:
+        ingest_inputs,
+    output:
+        manifest=f"{RUN}/manifest.csv",
+        report=f"{RUN}/ingest_report.json",
+    log:
+        f"{LOGS}/ingest.log",
+    params:
+        cfg=section_json("data"),
+    shell:
+        "simcrop ingest --set-json {params.cfg:q} --manifest {output.manifest} --report {output.report}"
+        " > {log} 2>&1"
+
+
+rule preprocess_shard:
+    input:
+        manifest=f"{RUN}/manifest.csv",
+    output:
+        qc=f"{RUN}/preprocessed/shards/{{shard}}.qc.csv",
+        quarantine=f"{RUN}/preprocessed/shards/{{shard}}.quarantine.csv",
+    log:
+        f"{LOGS}/preprocess/{{shard}}.log",
+    params:
+        cfg=section_json("preprocess"),
+        out_dir=f"{RUN}/preprocessed",
+    threads: 1
+    shell:
+        "simcrop preprocess --set-json {params.cfg:q} --manifest {input.manifest} --shard {wildcards.shard}"
+        " --out-dir {params.out_dir} --quiet > {log} 2>&1"
+
+
+rule gather_qc:
+    input:
+        shard_qc_files,
+    output:
+        qc=f"{RUN}/qc.csv",
+        quarantine=f"{RUN}/quarantine.csv",
+        summary=f"{RUN}/preprocess_summary.json",
+    log:
+        f"{LOGS}/gather_qc.log",
+    params:
+        cfg=section_json("preprocess"),
+        out_dir=RUN,
+    shell:
+        "simcrop gather --set-json {params.cfg:q} --out-dir {params.out_dir} {input} > {log} 2>&1"
