@@ -1,0 +1,88 @@
+"""A PNG montage of a few cases: an axial slice through a lesion, its outline, and the sentence naming it.
+
+Works for any preprocessed run: synthetic cases show their planted lesions and the report sentence the
+sentence→lesion map points to; real cases (no lesion masks) show the mid-thorax slice and the first
+Findings sentence.
+"""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from simcrop.data.manifest import read_manifest
+from simcrop.io import atomic_path
+
+DISPLAY_WINDOW_HU = (-1000.0, 400.0)   # one window that shows lung texture and mediastinum
+CAPTION_WIDTH = 44                     # characters per caption line
+
+
+def _sentences_by_volume(path: Path) -> dict[str, list[dict]]:
+    out = {}
+    if path.exists():
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                row = json.loads(line)
+                out[row["volume_id"]] = row["sentences"]
+    return out
+
+
+def _pick_case(volume_path: Path, mask_path: Path | None, sentences: list[dict]):
+    """Return (axial slice (x, y) HU, outline mask or None, caption) for one preprocessed case."""
+    image = np.asanyarray(nib.load(volume_path).dataobj)
+    findings = [s for s in sentences if s.get("section") == "findings"]
+    if mask_path is not None and mask_path.exists():
+        mask = np.asanyarray(nib.load(mask_path).dataobj)
+        described = {i for s in findings for i in s.get("lesion_ids", [])}
+        ids, counts = np.unique(mask[mask > 0], return_counts=True)
+        # The smallest described lesion is the interesting one (a nodule, not a diffuse pattern).
+        candidates = [(c, i) for i, c in zip(ids.tolist(), counts.tolist()) if i in described]
+        if candidates:
+            _, lesion = min(candidates)
+            z = int(np.round(np.nonzero(mask == lesion)[2].mean()))
+            sentence = next(s["text"] for s in findings if lesion in s.get("lesion_ids", []))
+            return image[:, :, z], mask[:, :, z] == lesion, sentence
+    z = image.shape[2] // 2
+    sentence = findings[0]["text"] if findings else "(no Findings sentence)"
+    return image[:, :, z], None, sentence
+
+
+def write_montage(manifest: Path, sentences: Path, preprocessed: Path, out: Path, n_cases: int = 4) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = read_manifest(manifest)
+    by_volume = _sentences_by_volume(Path(sentences))
+    preprocessed = Path(preprocessed)
+    # Prefer cases with described lesions, then any case that was preprocessed.
+    rows = [r for _, r in frame.iterrows() if (preprocessed / "volumes" / f"{r.volume_id}.nii.gz").exists()]
+    rows.sort(key=lambda r: (0 if r.lesions not in ("", "[]") else 1, r.volume_id))
+    rows = rows[:n_cases]
+    if not rows:
+        raise ValueError(f"{preprocessed}: no preprocessed volumes to show")
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 4.6), squeeze=False)
+    for ax, row in zip(axes[0], rows):
+        lesion_mask = preprocessed / "masks" / f"{row.volume_id}.lesion.nii.gz"
+        axial, outline, caption = _pick_case(preprocessed / "volumes" / f"{row.volume_id}.nii.gz",
+                                             lesion_mask, by_volume.get(row.volume_id, []))
+        # RAS array: x grows to the patient's right, y to anterior. Radiological view: patient right on
+        # the viewer's left, anterior up, so transpose to (y, x), flip x, and draw with origin="lower".
+        ax.imshow(axial.T[:, ::-1], cmap="gray", vmin=DISPLAY_WINDOW_HU[0], vmax=DISPLAY_WINDOW_HU[1],
+                  origin="lower", interpolation="nearest")
+        if outline is not None and outline.any():
+            ax.contour(outline.T[:, ::-1].astype(float), levels=[0.5], colors="red", linewidths=1.2)
+        ax.set_title(row.volume_id, fontsize=9)
+        ax.set_xlabel("\n".join(textwrap.wrap(caption, CAPTION_WIDTH)), fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out
