@@ -2,6 +2,7 @@
 # tree becomes simcrop's strict Config (defaults filled), so Snakemake and the CLI read one truth.
 import json
 import math
+import os
 
 from simcrop import config as simcrop_config
 from simcrop.data.manifest import count_rows
@@ -12,7 +13,7 @@ LOGS = f"{RUN}/logs"
 
 
 def section_json(*sections):
-    """The config sections a rule uses, as JSON for `--set-json`: a change elsewhere does not rerun it."""
+    """JSON of the config sections a job needs, for `--set-json` (edits elsewhere do not rerun it)."""
     full = CFG.to_dict()
     picked = {name: full[name] for name in sections}
     picked.update(run=CFG.run, results_dir=CFG.results_dir)
@@ -35,6 +36,19 @@ def shard_ids():
 
 def shard_qc_files(wildcards):
     return expand(f"{RUN}/preprocessed/shards/{{shard}}.qc.csv", shard=shard_ids())
+
+
+# Folder params derived from outputs (not hard-coded prefixes), as the linter asks.
+def corpus_root(wildcards, output):
+    return os.path.dirname(output.marker)
+
+
+def preprocessed_dir(wildcards, output):
+    return os.path.dirname(os.path.dirname(output.qc))
+
+
+def run_dir_of_qc(wildcards, output):
+    return os.path.dirname(output.qc)
 
 
 def data_targets():

@@ -8,7 +8,7 @@ rule synthesize:
         f"{LOGS}/synthesize.log",
     params:
         cfg=section_json("synthesize", "data"),
-        root=CFG.data.root,
+        root=corpus_root,
     threads: CFG.synthesize.workers
     shell:
         "simcrop synthesize --set-json {params.cfg:q} --out {params.root} --quiet > {log} 2>&1"
@@ -39,7 +39,7 @@ rule preprocess_shard:
         f"{LOGS}/preprocess/{{shard}}.log",
     params:
         cfg=section_json("preprocess"),
-        out_dir=f"{RUN}/preprocessed",
+        out_dir=preprocessed_dir,
     threads: 1
     shell:
         "simcrop preprocess --set-json {params.cfg:q} --manifest {input.manifest} --shard {wildcards.shard}"
@@ -57,6 +57,6 @@ rule gather_qc:
         f"{LOGS}/gather_qc.log",
     params:
         cfg=section_json("preprocess"),
-        out_dir=RUN,
+        out_dir=run_dir_of_qc,
     shell:
         "simcrop gather --set-json {params.cfg:q} --out-dir {params.out_dir} {input} > {log} 2>&1"

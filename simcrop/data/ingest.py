@@ -1,0 +1,86 @@
+"""Ingest: dataset on disk → one manifest (simcrop/data/manifest.py) + a JSON report of what was found and skipped.
+
+`cfg.dataset` picks the adapter: `ctrate` and `synthetic` (a corpus laid out like CT-RATE v2, plus lesion
+ground truth) → adapters/ctrate.py; `folder` → adapters/folder.py; `manifest` → a prebuilt manifest at
+`cfg.root`, validated and copied. Splits are then assigned per patient (never per volume).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from simcrop.config import DataConfig
+from simcrop.data.adapters.ctrate import add_synthetic_extras, read_ctrate
+from simcrop.data.adapters.folder import read_folder
+from simcrop.data.manifest import SPLITS, read_manifest, write_manifest
+from simcrop.io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _rank(patient_id: str, seed: int) -> str:
+    return hashlib.sha256(f"{seed}:{patient_id}".encode()).hexdigest()
+
+
+def hold_out_patients(patient_ids, fraction: float, seed: int) -> set[str]:
+    """round(fraction * n) patients (at least 1 if fraction > 0, never all), chosen by a seeded hash.
+
+    Ranking by hash rather than shuffling keeps a patient's assignment independent of which other patients
+    are present, so adding volumes does not reshuffle the hold-out.
+    """
+    patients = sorted(set(patient_ids))
+    if fraction <= 0 or len(patients) < 2:
+        return set()
+    n_val = min(max(1, round(fraction * len(patients))), len(patients) - 1)
+    return set(sorted(patients, key=lambda p: _rank(p, seed))[:n_val])
+
+
+def assign_splits(rows: list[dict], val_fraction: float, seed: int) -> list[dict]:
+    """Provisional `train` patients → `train` or `val` (per patient); `test` stays `test`."""
+    train_patients = {r["patient_id"] for r in rows if r["split"] == "train"}
+    test_patients = {r["patient_id"] for r in rows if r["split"] == "test"}
+    both = sorted(train_patients & test_patients)
+    if both:
+        raise ValueError(f"patients in both the training and the test data: {both[:5]}")
+    val = hold_out_patients(train_patients, val_fraction, seed)
+    for row in rows:
+        if row["patient_id"] in val:
+            row["split"] = "val"
+    return rows
+
+
+def split_counts(frame: pd.DataFrame) -> dict:
+    return {split: {"volumes": int((frame["split"] == split).sum()),
+                    "patients": int(frame.loc[frame["split"] == split, "patient_id"].nunique())}
+            for split in SPLITS}
+
+
+def ingest(cfg: DataConfig, manifest_out: Path, report_out: Path) -> dict:
+    """Run the adapter `cfg.dataset` names, assign splits, write manifest + report atomically; return the report."""
+    if cfg.dataset in ("ctrate", "synthetic"):
+        rows, stats = read_ctrate(cfg.root, cfg.release, cfg.exclude_no_chest, source=cfg.dataset)
+        if cfg.dataset == "synthetic":
+            stats["missing_lesion_records"] = add_synthetic_extras(rows, cfg.root)
+        log.info("using CT-RATE release %s: %s", stats["release"], stats["release_detection"])
+    elif cfg.dataset == "folder":
+        rows, stats = read_folder(cfg.folder, images=cfg.folder.images or cfg.root)
+    elif cfg.dataset == "manifest":
+        frame = read_manifest(cfg.root)
+        stats = dict(found=len(frame), empty_findings=int((frame["findings"].str.strip() == "").sum()))
+        rows = frame
+    else:
+        raise ValueError(f"data.dataset must be synthetic, ctrate, folder or manifest, got {cfg.dataset!r}")
+    if not len(rows):
+        raise ValueError(f"{cfg.root}: no usable volumes found for dataset {cfg.dataset!r} ({stats})")
+    if isinstance(rows, list):
+        rows = assign_splits(rows, cfg.val_fraction, cfg.split_seed)
+    frame = write_manifest(manifest_out, rows)
+    report = dict(dataset=cfg.dataset, root=str(cfg.root), manifest=str(manifest_out), volumes=len(frame),
+                  val_fraction=cfg.val_fraction, split_seed=cfg.split_seed, splits=split_counts(frame), **stats)
+    write_json_atomic(report_out, report)
+    log.info("manifest %s: %d volumes, splits %s", manifest_out, len(frame),
+             {s: c["volumes"] for s, c in report["splits"].items()})
+    return report

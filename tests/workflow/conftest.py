@@ -1,0 +1,47 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+# A handful of small volumes: enough for two preprocessing shards, a val split and a montage.
+TINY_CONFIG = {
+    "run": "tiny",
+    "synthesize": {"n_patients": 5, "max_scans": 1, "max_reconstructions": 2, "workers": 1, "seed": 3},
+    "preprocess": {"spacing": [6.0, 6.0, 10.0], "shard_size": 3},
+    "data": {"val_fraction": 0.25},
+    "show": {"n_cases": 2},
+}
+
+
+def tool_env() -> dict:
+    """PATH with this interpreter's bin first, so rules find `simcrop` and DVC finds `snakemake`."""
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def _run_tool(args, cwd, check=True):
+    result = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in Path(cwd).rglob("logs/**/*.log"))
+        pytest.fail(f"{' '.join(map(str, args))} exited {result.returncode}\n{result.stdout[-4000:]}\n"
+                    f"{result.stderr[-4000:]}\n{logs}")
+    return result
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_CONFIG))
+    return path
+
+
+@pytest.fixture
+def run_tool():
+    return _run_tool
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    return yaml.safe_load(yaml.safe_dump(TINY_CONFIG))
