@@ -75,6 +75,8 @@ def ingest(cfg: DataConfig, manifest_out: Path, report_out: Path) -> dict:
         raise ValueError(f"data.dataset must be synthetic, ctrate, folder or manifest, got {cfg.dataset!r}")
     if not len(rows):
         raise ValueError(f"{cfg.root}: no usable volumes found for dataset {cfg.dataset!r} ({stats})")
+    stats.setdefault("release", "")
+    stats.setdefault("release_detection", f"not applicable to dataset {cfg.dataset!r}")
     if isinstance(rows, list):
         rows = assign_splits(rows, cfg.val_fraction, cfg.split_seed)
     frame = write_manifest(manifest_out, rows)
