@@ -8,7 +8,7 @@ CORES   ?= 2
 PINS    := torch==2.13.0 triton==3.7.1
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test bench lint dvc-repro clean venv
+.PHONY: demo test bench lint repro clean venv
 
 venv: $(STAMP)
 
@@ -21,17 +21,24 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
-	@echo "demo finished: outputs under results/demo/"
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)
+	@cat results/demo/preprocess_summary.json
+	@echo "demo finished: outputs under results/demo/ (montage: results/demo/figures/montage.png)"
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
 
+# Measurements, not tests: each prints ratios against a baseline run in the same process.
 bench: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m simcrop.bench
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/preprocess.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/dag.py
 
 lint: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint --configfile config/config.yaml
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint
+
+# DVC runs the same Snakemake targets and records hashes, params and metrics (dvc.lock).
+repro: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
 clean:
 	rm -rf results .snakemake

@@ -27,7 +27,7 @@ import triton.language as tl
 from torch import Tensor
 
 MAX_K = 64
-_PAD_KEY = -9223372036854775807  # below every real key
+_PAD_KEY = tl.constexpr(-9223372036854775807)  # below every real key
 
 
 def _pow2(x: int) -> int:
@@ -49,7 +49,7 @@ def _rows_for_volume(s2v_ptr, offs_s, Ns, v, row_s, row_v, OWN: tl.constexpr):
         row_ok = s_ok & (tl.load(s2v_ptr + offs_s, mask=s_ok, other=-1) == v)
     else:
         row_ok = s_ok
-    return offs_s * row_s + v * row_v, row_ok
+    return offs_s.to(tl.int64) * row_s + v * row_v, row_ok  # int64: Ns·V·D overflows int32 in retrieval
 
 
 @triton.jit

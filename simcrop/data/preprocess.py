@@ -1,0 +1,270 @@
+"""Preprocess CT volumes shard by shard: RAS → target spacing → HU window → int16 NIfTI + QC record.
+
+Per volume (manifest row):
+1. load by `format` (simcrop.data.volume_io), HU = slope · stored + intercept only when `apply_rescale`
+   is 1 (CT-RATE v1; v2 is HU already and is never rescaled again);
+2. validate (BadVolume → quarantine): non-finite voxels, zero-length axis, impossible spacing,
+   0–255 8-bit data, constant volume;
+3. reorient to RAS (flip/transpose), resample trilinear to `cfg.spacing` mm, centre crop/pad to
+   `cfg.size` (pad = window minimum), clip to `cfg.hu_window`, round, int16 — the grid MONAI's
+   Orientation → Spacing → ResizeWithPadOrCrop chain gives (simcrop.data.resample);
+4. write `volumes/<id>.nii.gz`, masks `masks/<id>.{lesion,organ}.nii.gz` (nearest, same grid) and a
+   QC sidecar `qc/<id>.json`, each atomically; the sidecar is written last and marks the volume done.
+
+A shard writes `shards/<shard:05d>.qc.csv` and `.quarantine.csv` only after all its volumes; a rerun
+skips volumes whose outputs are newer than their inputs and reuses their QC sidecar.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from simcrop.config import PreprocessConfig
+from simcrop.data.manifest import read_manifest
+from simcrop.data.qc import qc_stats
+from simcrop.data.quarantine import QUARANTINE_COLUMNS, BadVolume, QuarantineRecord
+from simcrop.data.resample import output_grid, reorient_to_ras, resample
+from simcrop.data.volume_io import input_mtime, load_nifti, load_volume, write_nifti
+from simcrop.io import write_csv_atomic, write_json_atomic
+
+STAGE = "preprocess"
+MASK_KINDS = ("lesion", "organ")
+QC_COLUMNS = [
+    "volume_id", "output", "lesion_output", "organ_output", "rescaled",
+    "input_shape", "input_spacing", "input_orientation", "output_shape", "output_spacing",
+    "hu_p1", "hu_p50", "hu_p99", "lung_air_fraction", "body_fraction", "seconds", "resumed",
+]
+
+
+class TooManyBadVolumes(RuntimeError):
+    """More than `max_bad_fraction` of the volumes were quarantined (the files are written first)."""
+
+
+def num_shards(n_rows: int, shard_size: int) -> int:
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    return max(1, math.ceil(n_rows / shard_size))
+
+
+def _fmt(values, digits: int | None = None) -> str:
+    return "x".join(str(int(v)) if digits is None else f"{float(v):.{digits}f}" for v in values)
+
+
+def _present(value) -> bool:
+    return not (value is None or (isinstance(value, float) and math.isnan(value)) or str(value) == "")
+
+
+def to_hu(array: np.ndarray, row) -> tuple[np.ndarray, bool]:
+    """Stored values → HU: slope · x + intercept when the row says `apply_rescale` (v1), else as is.
+
+    Integer slope/intercept keep int16 when the result fits (no float copy of a 512² × 200 volume).
+    """
+    if not int(float(row.get("apply_rescale", 0) or 0)):
+        return array, False
+    slope, intercept = float(row["rescale_slope"]), float(row["rescale_intercept"])
+    if slope == round(slope) and intercept == round(intercept) and array.dtype.kind in "iu":
+        hu = array.astype(np.int32) * int(slope) + int(intercept)
+        if hu.size and -32768 <= hu.min() and hu.max() <= 32767:
+            return hu.astype(np.int16), True
+        return hu.astype(np.float32), True
+    return array.astype(np.float32) * np.float32(slope) + np.float32(intercept), True
+
+
+def validate(hu: np.ndarray, affine: np.ndarray, path, cfg: PreprocessConfig) -> None:
+    """Raise BadVolume for what no preprocessing can repair (reasons start with a stable category)."""
+    if hu.ndim != 3:
+        raise BadVolume(path, f"not 3-D: shape {tuple(hu.shape)}")
+    if min(hu.shape) == 0:
+        raise BadVolume(path, f"zero-length axis: shape {tuple(hu.shape)}")
+    spacing = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    if not np.all(np.isfinite(affine)) or not np.all(np.isfinite(spacing)) \
+            or spacing.min() < cfg.min_spacing_mm or spacing.max() > cfg.max_spacing_mm:
+        raise BadVolume(path, f"impossible spacing: {np.round(spacing, 4).tolist()} mm outside "
+                              f"[{cfg.min_spacing_mm}, {cfg.max_spacing_mm}]")
+    if hu.dtype.kind == "f":
+        bad = hu.size - int(np.count_nonzero(np.isfinite(hu)))
+        if bad:
+            raise BadVolume(path, f"non-finite voxels: {bad} NaN/inf of {hu.size}")
+    lo, hi = float(hu.min()), float(hu.max())
+    if lo == hi:
+        raise BadVolume(path, f"constant volume: every voxel is {lo:g}")
+    if lo >= 0 and hi <= 255:
+        raise BadVolume(path, f"looks like 8-bit image: values in [{lo:g}, {hi:g}], HU expected "
+                              "(air is about -1000 HU)")
+
+
+def _mask_dtype(mask: np.ndarray, path) -> np.ndarray:
+    if mask.dtype.kind == "f":
+        if not np.all(np.isfinite(mask)) or not np.array_equal(mask, np.rint(mask)):
+            raise BadVolume(path, "bad mask: non-integer labels")
+    lo, hi = (int(mask.min()), int(mask.max())) if mask.size else (0, 0)
+    for dtype in (np.uint8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return mask.astype(dtype, copy=False)
+    raise BadVolume(path, f"bad mask: labels out of range [{lo}, {hi}]")
+
+
+def output_paths(out_dir: Path, volume_id: str) -> dict:
+    out_dir = Path(out_dir)
+    return {"image": out_dir / "volumes" / f"{volume_id}.nii.gz",
+            "lesion": out_dir / "masks" / f"{volume_id}.lesion.nii.gz",
+            "organ": out_dir / "masks" / f"{volume_id}.organ.nii.gz",
+            "qc": out_dir / "qc" / f"{volume_id}.json"}
+
+
+def preprocess_volume(row, out_dir: Path, cfg: PreprocessConfig) -> dict:
+    """Preprocess one manifest row; returns its QC record. Raises BadVolume for an unusable input."""
+    start = time.perf_counter()
+    path, volume_id = row["image"], str(row["volume_id"])
+    spacing = None
+    if all(_present(row.get(f"spacing_{a}")) for a in "xyz"):
+        spacing = [float(row[f"spacing_{a}"]) for a in "xyz"]
+    volume = load_volume(path, row["format"], spacing=spacing,
+                         spacing_source=str(row.get("spacing_source") or "header"))
+    hu, rescaled = to_hu(volume.array, row)
+    validate(hu, volume.affine, path, cfg)
+
+    masks = {}
+    for kind in MASK_KINDS:
+        mask_path = row.get(f"{kind}_mask")
+        if _present(mask_path):
+            mask = load_nifti(mask_path).array
+            if mask.shape != hu.shape:
+                raise BadVolume(mask_path, f"mask mismatch: shape {mask.shape} != image {hu.shape}")
+            masks[kind] = _mask_dtype(mask, mask_path)
+
+    ras, ras_affine = reorient_to_ras(hu, volume.affine)
+    size = None if cfg.size is None else [int(s) for s in cfg.size]
+    out_shape, out_affine = output_grid(ras.shape, ras_affine, cfg.spacing, size)
+    lo, hi = (float(v) for v in cfg.hu_window)
+    image = resample(ras, ras_affine, out_shape, out_affine, fill=lo)
+    np.clip(image, lo, hi, out=image)
+    np.rint(image, out=image)
+    image = image.astype(np.int16)
+
+    paths = output_paths(out_dir, volume_id)
+    written = []
+    try:
+        for kind, mask in masks.items():
+            mask_ras, _ = reorient_to_ras(mask, volume.affine)
+            mask_out = resample(mask_ras, ras_affine, out_shape, out_affine, nearest=True, fill=0)
+            write_nifti(paths[kind], mask_out, out_affine, cfg.compress_level)
+            written.append(paths[kind])
+        write_nifti(paths["image"], image, out_affine, cfg.compress_level)
+        written.append(paths["image"])
+        record = {
+            "volume_id": volume_id, "output": str(paths["image"]),
+            "lesion_output": str(paths["lesion"]) if "lesion" in masks else "",
+            "organ_output": str(paths["organ"]) if "organ" in masks else "",
+            "rescaled": int(rescaled),
+            "input_shape": _fmt(volume.array.shape), "input_spacing": _fmt(volume.spacing, 4),
+            "input_orientation": volume.orientation,
+            "output_shape": _fmt(out_shape), "output_spacing": _fmt(np.diag(out_affine)[:3], 4),
+            **qc_stats(image),
+            "seconds": round(time.perf_counter() - start, 3), "resumed": 0,
+        }
+        write_json_atomic(paths["qc"], record)
+    except BaseException:
+        for done in written:                 # all or nothing per volume
+            done.unlink(missing_ok=True)
+        raise
+    return record
+
+
+def _resumable(row, out_dir: Path) -> dict | None:
+    """The previous QC record when this volume's outputs exist and are newer than its inputs."""
+    paths = output_paths(out_dir, str(row["volume_id"]))
+    needed = [paths["image"], paths["qc"]] + [paths[k] for k in MASK_KINDS if _present(row.get(f"{k}_mask"))]
+    try:
+        newest_input = max([input_mtime(row["image"])] + [input_mtime(row[f"{k}_mask"]) for k in MASK_KINDS
+                                                           if _present(row.get(f"{k}_mask"))])
+        if not all(p.exists() and p.stat().st_mtime >= newest_input for p in needed):
+            return None
+        record = json.loads(paths["qc"].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    record.update(resumed=1, seconds=0.0)
+    return record
+
+
+def preprocess_shard(manifest_path, shard: int, out_dir: Path, cfg: PreprocessConfig,
+                     progress: bool = True) -> dict:
+    """Preprocess manifest rows [shard · shard_size, (shard + 1) · shard_size) into `out_dir`.
+
+    Writes `shards/<shard:05d>.qc.csv` and `shards/<shard:05d>.quarantine.csv` (both always, after the
+    whole shard). Returns counts and the two paths.
+    """
+    out_dir = Path(out_dir)
+    frame = read_manifest(manifest_path)
+    n_total = num_shards(len(frame), cfg.shard_size)
+    if not 0 <= shard < n_total:
+        raise ValueError(f"shard {shard} out of range: {len(frame)} rows make {n_total} shard(s) "
+                         f"of {cfg.shard_size}")
+    rows = frame.iloc[shard * cfg.shard_size:(shard + 1) * cfg.shard_size].to_dict("records")
+    records, quarantined = [], []
+    for row in tqdm(rows, desc=f"preprocess shard {shard}", unit="vol", disable=not progress):
+        record = _resumable(row, out_dir)
+        if record is None:
+            try:
+                record = preprocess_volume(row, out_dir, cfg)
+            except BadVolume as err:
+                quarantined.append(QuarantineRecord(str(row["volume_id"]), str(row["image"]), STAGE,
+                                                    err.reason).as_row())
+                continue
+        records.append(record)
+    qc_path = out_dir / "shards" / f"{shard:05d}.qc.csv"
+    quarantine_path = out_dir / "shards" / f"{shard:05d}.quarantine.csv"
+    write_csv_atomic(quarantine_path, pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS))
+    write_csv_atomic(qc_path, pd.DataFrame(records, columns=QC_COLUMNS))
+    return {"shard": shard, "rows": len(rows), "ok": len(records), "bad": len(quarantined),
+            "resumed": sum(int(r["resumed"]) for r in records),
+            "qc": str(qc_path), "quarantine": str(quarantine_path)}
+
+
+def reason_category(reason: str) -> str:
+    return str(reason).split(":", 1)[0].strip()
+
+
+def gather_shards(qc_files, quarantine_files, qc_out, quarantine_out, summary_out,
+                  max_bad_fraction: float) -> dict:
+    """Concatenate shard outputs into `qc.csv`, `quarantine.csv` and `preprocess_summary.json`.
+
+    Raises TooManyBadVolumes (after writing the three files) when the quarantined share of volumes
+    exceeds `max_bad_fraction`.
+    """
+    def concat(files, columns):
+        frames = [pd.read_csv(f, dtype={"volume_id": str}, keep_default_na=False) for f in files]
+        frames = [f for f in frames if len(f)]
+        return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+    qc_files, quarantine_files = list(qc_files), list(quarantine_files)
+    qc = concat(qc_files, QC_COLUMNS)
+    quarantine = concat(quarantine_files, QUARANTINE_COLUMNS)
+    n_ok, n_bad = len(qc), len(quarantine)
+    total = n_ok + n_bad
+    bad_fraction = n_bad / total if total else 0.0
+    summary = {
+        "volumes": total, "ok": n_ok, "quarantined": n_bad, "resumed": int(qc["resumed"].astype(int).sum()),
+        "bad_fraction": bad_fraction, "max_bad_fraction": max_bad_fraction,
+        "reasons": dict(Counter(reason_category(r) for r in quarantine["reason"])),
+        "shards": len(qc_files),
+    }
+    write_csv_atomic(qc_out, qc)
+    write_csv_atomic(quarantine_out, quarantine)
+    write_json_atomic(summary_out, summary)
+    print(f"preprocess: {n_ok} volumes ok, {n_bad} quarantined ({bad_fraction:.1%}) of {total}"
+          + (f"; reasons {summary['reasons']}" if n_bad else ""))
+    if bad_fraction > max_bad_fraction:
+        raise TooManyBadVolumes(
+            f"{n_bad} of {total} volumes quarantined ({bad_fraction:.1%}) > max_bad_fraction "
+            f"{max_bad_fraction:.1%}; see {quarantine_out}")
+    return summary
