@@ -64,7 +64,6 @@ def ingest(cfg: DataConfig, manifest_out: Path, report_out: Path) -> dict:
         rows, stats = read_ctrate(cfg.root, cfg.release, cfg.exclude_no_chest, source=cfg.dataset)
         if cfg.dataset == "synthetic":
             stats["missing_lesion_records"] = add_synthetic_extras(rows, cfg.root)
-        log.info("using CT-RATE release %s: %s", stats["release"], stats["release_detection"])
     elif cfg.dataset == "folder":
         rows, stats = read_folder(cfg.folder, images=cfg.folder.images or cfg.root)
     elif cfg.dataset == "manifest":

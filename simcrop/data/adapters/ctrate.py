@@ -113,6 +113,7 @@ def _v1_metadata(row: dict) -> dict | None:
     """Slope, intercept and spacing from a v1 metadata row; None when a value is missing or unparsable."""
     try:
         xy = ast.literal_eval(row["XYSpacing"]) if isinstance(row["XYSpacing"], str) else row["XYSpacing"]
+        # "[0.34, 0.34]": read as [x, y] as the column name says (in-plane spacing is isotropic in CT-RATE)
         xy = [float(v) for v in (xy if isinstance(xy, (list, tuple)) else [xy, xy])]
         values = dict(rescale_slope=float(row["RescaleSlope"]), rescale_intercept=float(row["RescaleIntercept"]),
                       spacing_x=xy[0], spacing_y=xy[1] if len(xy) > 1 else xy[0], spacing_z=float(row["ZSpacing"]))
