@@ -2,7 +2,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,8 +11,7 @@ from simcrop.config import DataConfig, FolderAdapterConfig
 from simcrop.data.ingest import hold_out_patients, ingest
 from simcrop.data.manifest import ManifestError, read_manifest
 
-sys.path.insert(0, str(Path(__file__).parent / "adapters"))  # the CT-RATE tree builder (tests/data/adapters)
-from ctrate_tree import write_ctrate_tree, write_lesions  # noqa: E402
+from ctrate_tree import write_ctrate_tree, write_lesions
 
 # 30 training patients (1-3 reconstructions/scans each) and 4 valid patients
 VOLUMES = ([f"train_{p}_a_1" for p in range(1, 31)] + [f"train_{p}_a_2" for p in range(1, 31, 3)]

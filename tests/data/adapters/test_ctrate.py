@@ -1,7 +1,6 @@
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -12,8 +11,7 @@ from simcrop.data.adapters.ctrate import add_synthetic_extras, detect_release, r
 from simcrop.data.labels import CTRATE_LABELS
 from simcrop.data.manifest import MANIFEST_COLUMNS
 
-sys.path.insert(0, str(Path(__file__).parent))  # the tree builder beside this file (pytest runs --import-mode=importlib)
-from ctrate_tree import HU_VALUE, findings_of, label_of, write_ctrate_tree, write_lesions  # noqa: E402
+from ctrate_tree import HU_VALUE, findings_of, label_of, write_ctrate_tree, write_lesions
 
 
 def by_id(rows):
