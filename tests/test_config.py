@@ -24,6 +24,8 @@ def _dataclass_keys(cls, prefix=""):
         default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
         if dataclasses.is_dataclass(default):
             keys |= _dataclass_keys(type(default), dotted + ".")
+        elif isinstance(default, dict):  # fixed-key mappings such as model.loss_weights
+            keys |= {f"{dotted}.{name}" for name in default}
     return keys
 
 
