@@ -32,7 +32,7 @@ def interpreter_requested() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def resolve_backend(backend: str, sentences: Tensor, patches: Tensor, rows: int) -> str:
+def resolve_backend(backend: str, sentences: Tensor, patches: Tensor, pairs: int) -> str:
     """'auto' → 'triton' for CUDA tensors, else 'reference' ('chunked' when the plain path is too big)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -45,7 +45,7 @@ def resolve_backend(backend: str, sentences: Tensor, patches: Tensor, rows: int)
         return backend
     if sentences.is_cuda:
         return "triton"
-    return "chunked" if rows * patches.shape[1] * 12 > AUTO_CHUNK_BYTES else "reference"
+    return "chunked" if pairs * patches.shape[1] * 12 > AUTO_CHUNK_BYTES else "reference"
 
 
 def topk_similarity(sentences: Tensor, patches: Tensor, k: int, *, mode: str = "own",
@@ -65,11 +65,12 @@ def topk_similarity(sentences: Tensor, patches: Tensor, k: int, *, mode: str = "
     The selection is constant: no gradient flows through the choice of indices.
     """
     s2v = _check(sentences, patches, k, mode, sentence_to_volume)
-    rows = sentences.shape[0] * (1 if mode == "own" else patches.shape[0])
-    chosen = resolve_backend(backend, sentences, patches, rows)
+    V, _, D = patches.shape
+    pairs = sentences.shape[0] * (V if mode == "all" else min(V, D))  # what the plain path scores at once
+    chosen = resolve_backend(backend, sentences, patches, pairs)
     args = dict(mode=mode, sentence_to_volume=s2v, patch_mask=patch_mask, return_pooled=return_pooled)
     if chosen == "triton":
-        from .topk_similarity import topk_similarity_triton  # lazy: triton.jit reads TRITON_INTERPRET on import
+        from .topk_triton import topk_similarity_triton  # lazy: triton.jit reads TRITON_INTERPRET on import
         return TopKResult(*topk_similarity_triton(sentences, patches, k, **args))
     if chosen == "chunked":
         return TopKResult(*topk_similarity_chunked(sentences, patches, k, **args))

@@ -32,6 +32,8 @@ def pack_keys(sims: Tensor) -> Tensor:
     sims: (..., N) float32.  Returns (..., N) int64; a larger key means a larger similarity or, for equal
     similarities, a lower index, so `topk` on keys breaks ties to the lower index deterministically.
     """
+    if sims.dtype != torch.float32:
+        raise ValueError(f"pack_keys needs float32 similarities, got {sims.dtype}")
     bits = sims.contiguous().view(torch.int32)
     hi = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(torch.int64)
     n = torch.arange(sims.shape[-1], device=sims.device, dtype=torch.int64)
@@ -41,15 +43,23 @@ def pack_keys(sims: Tensor) -> Tensor:
 def select_topk(sims: Tensor, k: int, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Top-K along the last axis with ties to the lower index.
 
-    sims: (..., N) float32; valid: optional bool, broadcastable to sims (False = never chosen unless
-    fewer than K patches are valid).  Returns indices (..., K) int64 and values (..., K) float32,
-    descending.
+    sims: (..., N) float32 (packed keys + topk) or float64 (stable sort, for tests); valid: optional bool,
+    broadcastable to sims (False = never chosen unless fewer than K patches are valid).
+    Returns indices (..., K) int64 and values (..., K) in the dtype of sims, descending.
     """
+    if sims.dtype != torch.float32:
+        s = sims if valid is None else sims.masked_fill(~valid, float("-inf"))
+        idx = s.sort(dim=-1, descending=True, stable=True).indices[..., :k]
+        return idx, sims.gather(-1, idx)
     keys = pack_keys(sims)
     if valid is not None:
         keys = keys.masked_fill(~valid, torch.iinfo(torch.int64).min)
     idx = torch.topk(keys, k, dim=-1, sorted=True).indices
     return idx, sims.gather(-1, idx)
+
+
+def _needs_grad(sentences: Tensor, patches: Tensor) -> bool:
+    return torch.is_grad_enabled() and (sentences.requires_grad or patches.requires_grad)
 
 
 def _check(sentences: Tensor, patches: Tensor, k: int, mode: str, s2v: Tensor | None) -> Tensor | None:
@@ -80,13 +90,21 @@ def topk_similarity_reference(sentences: Tensor, patches: Tensor, k: int, *, mod
     Returns (indices, values, score, pooled-or-None); see the module docstring for shapes.
     """
     s2v = _check(sentences, patches, k, mode, sentence_to_volume)
-    sims = torch.einsum("sd,vnd->svn", sentences.detach().float(), patches.detach().float())  # (Ns, V, N)
-    valid = None if patch_mask is None else patch_mask[None]
-    if s2v is not None:  # own: one GEMM against all volumes, then keep each sentence's row (cheap for small V)
-        sims = sims[torch.arange(sims.shape[0], device=sims.device), s2v]  # (Ns, N)
-        valid = None if patch_mask is None else patch_mask[s2v]
+    acc = torch.promote_types(patches.dtype, torch.float32)  # float32, or float64 for float64 inputs
+    S, P = sentences.detach().to(acc), patches.detach().to(acc)
+    if s2v is None:
+        sims = torch.einsum("sd,vnd->svn", S, P)  # (Ns, V, N)
+        valid = None if patch_mask is None else patch_mask[None]
+    else:
+        if P.shape[0] <= P.shape[2]:  # few volumes: one GEMM against all of them, keep each sentence's row
+            sims = torch.einsum("sd,vnd->svn", S, P)[torch.arange(S.shape[0], device=S.device), s2v]
+        else:  # many volumes: gather each sentence's volume (Ns·N·D instead of Ns·V·N)
+            sims = torch.einsum("sd,snd->sn", S, P[s2v])
+        valid = None if patch_mask is None else patch_mask[s2v]  # sims (Ns, N)
     with torch.no_grad():
         idx, values = select_topk(sims, k, valid)
+    if not return_pooled and not _needs_grad(sentences, patches):  # retrieval: the score is all we need
+        return idx, values, values.mean(-1), None
     pooled, score = pool_from_indices(sentences, patches, idx, s2v)
     return idx, values, score, (pooled if return_pooled else None)
 
@@ -173,10 +191,10 @@ def topk_similarity_chunked(sentences: Tensor, patches: Tensor, k: int, *, mode:
     Ns, D = sentences.shape
     V, N, _ = patches.shape
     S, P = sentences.detach(), patches.detach()
-    per_pair = 4 * N + 8 * N + 4 * k * D  # sims + keys + gathered patches, bytes per (sentence, volume)
+    per_pair = 4 * N + 8 * N + 8 * N  # sims + keys + topk/where temporaries, bytes per (sentence, volume)
     if s2v is None:
-        vb = max(1, min(V, chunk_bytes // per_pair))
-        sb = max(1, min(Ns, chunk_bytes // (per_pair * vb)))
+        vb = max(1, min(V, chunk_bytes // 2 // (4 * N * D + per_pair)))  # half: the fp32 copy of the volumes
+        sb = max(1, min(Ns, chunk_bytes // 2 // (per_pair * vb)))
         idx = torch.empty(Ns, V, k, device=S.device, dtype=torch.long)
         values = torch.empty(Ns, V, k, device=S.device, dtype=torch.float32)
         with torch.no_grad():
@@ -199,5 +217,7 @@ def topk_similarity_chunked(sentences: Tensor, patches: Tensor, k: int, *, mode:
                 valid = None if patch_mask is None else patch_mask[vol]
                 idx[s0:s0 + sb], values[s0:s0 + sb] = select_topk(sims, k, valid)
         block = max(1, chunk_bytes // (4 * k * D))
+    if not return_pooled and not _needs_grad(sentences, patches):
+        return idx, values, values.mean(-1), None
     pooled, score = _ChunkedPool.apply(sentences, patches, idx, s2v, block)
     return idx, values, score, (pooled if return_pooled else None)

@@ -18,6 +18,8 @@ so dP[v] = sel[:, v]ᵀ @ H[:, v]: each K3 program owns a (patch tile, D tile) o
 blocks.  In 'own' mode sel[s, v] is zero unless sentence_to_volume[s] == v.
 
 Import this module only after deciding on TRITON_INTERPRET: `triton.jit` reads it at decoration time.
+(Named topk_triton, not topk_similarity: importing a submodule sets it as an attribute of the package,
+which would shadow the public function `simcrop_kernels.topk_similarity`.)
 """
 from __future__ import annotations
 
