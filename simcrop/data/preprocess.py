@@ -5,14 +5,15 @@ Per volume (manifest row):
    is 1 (CT-RATE v1; v2 is HU already and is never rescaled again);
 2. validate (BadVolume → quarantine): non-finite voxels, zero-length axis, impossible spacing,
    0–255 8-bit data, constant volume;
-3. reorient to RAS (flip/transpose), resample trilinear to `cfg.spacing` mm, centre crop/pad to
-   `cfg.size` (pad = window minimum), clip to `cfg.hu_window`, round, int16 — the grid MONAI's
-   Orientation → Spacing → ResizeWithPadOrCrop chain gives (simcrop.data.resample);
+3. reorient to RAS (flips/transposes folded into the sampling), resample trilinear to `cfg.spacing`
+   mm, centre crop/pad to `cfg.size` (pad = window minimum), clip to `cfg.hu_window`, round, int16:
+   the grid MONAI's Orientation → Spacing → ResizeWithPadOrCrop chain gives (simcrop.data.resample);
 4. write `volumes/<id>.nii.gz`, masks `masks/<id>.{lesion,organ}.nii.gz` (nearest, same grid) and a
    QC sidecar `qc/<id>.json`, each atomically; the sidecar is written last and marks the volume done.
 
 A shard writes `shards/<shard:05d>.qc.csv` and `.quarantine.csv` only after all its volumes; a rerun
-skips volumes whose outputs are newer than their inputs and reuses their QC sidecar.
+skips volumes whose outputs are newer than their inputs (and made with the same spacing, window and
+size) and reuses their QC sidecar. Relative `image`/mask paths resolve against the working directory.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from simcrop.config import PreprocessConfig
 from simcrop.data.manifest import read_manifest
 from simcrop.data.qc import qc_stats
 from simcrop.data.quarantine import QUARANTINE_COLUMNS, BadVolume, QuarantineRecord
-from simcrop.data.resample import output_grid, reorient_to_ras, resample
+from simcrop.data.resample import output_grid, resample
 from simcrop.data.volume_io import input_mtime, load_nifti, load_volume, write_nifti
 from simcrop.io import write_csv_atomic, write_json_atomic
 
@@ -142,11 +143,10 @@ def preprocess_volume(row, out_dir: Path, cfg: PreprocessConfig) -> dict:
                 raise BadVolume(mask_path, f"mask mismatch: shape {mask.shape} != image {hu.shape}")
             masks[kind] = _mask_dtype(mask, mask_path)
 
-    ras, ras_affine = reorient_to_ras(hu, volume.affine)
     size = None if cfg.size is None else [int(s) for s in cfg.size]
-    out_shape, out_affine = output_grid(ras.shape, ras_affine, cfg.spacing, size)
+    out_shape, out_affine = output_grid(hu.shape, volume.affine, cfg.spacing, size)
     lo, hi = (float(v) for v in cfg.hu_window)
-    image = resample(ras, ras_affine, out_shape, out_affine, fill=lo)
+    image = resample(hu, volume.affine, out_shape, out_affine, fill=lo)
     np.clip(image, lo, hi, out=image)
     np.rint(image, out=image)
     image = image.astype(np.int16)
@@ -155,8 +155,7 @@ def preprocess_volume(row, out_dir: Path, cfg: PreprocessConfig) -> dict:
     written = []
     try:
         for kind, mask in masks.items():
-            mask_ras, _ = reorient_to_ras(mask, volume.affine)
-            mask_out = resample(mask_ras, ras_affine, out_shape, out_affine, nearest=True, fill=0)
+            mask_out = resample(mask, volume.affine, out_shape, out_affine, nearest=True, fill=0)
             write_nifti(paths[kind], mask_out, out_affine, cfg.compress_level)
             written.append(paths[kind])
         write_nifti(paths["image"], image, out_affine, cfg.compress_level)
@@ -169,10 +168,10 @@ def preprocess_volume(row, out_dir: Path, cfg: PreprocessConfig) -> dict:
             "input_shape": _fmt(volume.array.shape), "input_spacing": _fmt(volume.spacing, 4),
             "input_orientation": volume.orientation,
             "output_shape": _fmt(out_shape), "output_spacing": _fmt(np.diag(out_affine)[:3], 4),
-            **qc_stats(image),
+            **qc_stats(image),                      # HU percentiles, lung-air and body fractions
             "seconds": round(time.perf_counter() - start, 3), "resumed": 0,
         }
-        write_json_atomic(paths["qc"], record)
+        write_json_atomic(paths["qc"], {**record, "params": _params(cfg)})
     except BaseException:
         for done in written:                 # all or nothing per volume
             done.unlink(missing_ok=True)
@@ -180,8 +179,15 @@ def preprocess_volume(row, out_dir: Path, cfg: PreprocessConfig) -> dict:
     return record
 
 
-def _resumable(row, out_dir: Path) -> dict | None:
-    """The previous QC record when this volume's outputs exist and are newer than its inputs."""
+def _params(cfg: PreprocessConfig) -> dict:
+    """The settings an output depends on: a sidecar made with others does not count as done."""
+    return {"spacing": [float(v) for v in cfg.spacing], "hu_window": [float(v) for v in cfg.hu_window],
+            "size": None if cfg.size is None else [int(v) for v in cfg.size]}
+
+
+def _resumable(row, out_dir: Path, cfg: PreprocessConfig) -> dict | None:
+    """The previous QC record when this volume's outputs exist, are newer than its inputs and were made
+    with the same settings."""
     paths = output_paths(out_dir, str(row["volume_id"]))
     needed = [paths["image"], paths["qc"]] + [paths[k] for k in MASK_KINDS if _present(row.get(f"{k}_mask"))]
     try:
@@ -191,6 +197,8 @@ def _resumable(row, out_dir: Path) -> dict | None:
             return None
         record = json.loads(paths["qc"].read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+    if record.pop("params", None) != _params(cfg):
         return None
     record.update(resumed=1, seconds=0.0)
     return record
@@ -212,7 +220,7 @@ def preprocess_shard(manifest_path, shard: int, out_dir: Path, cfg: PreprocessCo
     rows = frame.iloc[shard * cfg.shard_size:(shard + 1) * cfg.shard_size].to_dict("records")
     records, quarantined = [], []
     for row in tqdm(rows, desc=f"preprocess shard {shard}", unit="vol", disable=not progress):
-        record = _resumable(row, out_dir)
+        record = _resumable(row, out_dir, cfg)
         if record is None:
             try:
                 record = preprocess_volume(row, out_dir, cfg)

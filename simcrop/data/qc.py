@@ -42,4 +42,4 @@ def qc_stats(hu: np.ndarray) -> dict:
     p1, p50, p99 = np.percentile(values, [1, 50, 99])
     lung = np.count_nonzero((values >= LUNG_HU[0]) & (values <= LUNG_HU[1]))
     return dict(hu_p1=float(p1), hu_p50=float(p50), hu_p99=float(p99),
-                lung_air_fraction=lung / values.size, body_fraction=values.size / sub.size)
+                lung_air_fraction=float(lung / values.size), body_fraction=float(values.size / sub.size))

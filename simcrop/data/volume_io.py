@@ -187,7 +187,8 @@ def load_volume(path, fmt: str, *, spacing=None, spacing_source: str = "header")
     volume = load_nifti(path) if fmt == "nifti" else load_itk(path)
     if spacing_source == "metadata":
         if spacing is None:
-            raise BadVolume(path, "impossible spacing: spacing_source is 'metadata' but the manifest has no spacing")
+            raise BadVolume(path, "impossible spacing: spacing_source is 'metadata' but the manifest "
+                                  "has no spacing")
         volume.affine = metadata_affine(spacing)
     return volume
 

@@ -1,0 +1,340 @@
+"""Preprocessing: geometry in world mm, quarantine of bad inputs, v1/v2 rescaling, real CTs, masks."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from simcrop.config import PreprocessConfig
+from simcrop.data.manifest import empty_row, write_manifest
+from simcrop.data.preprocess import (QC_COLUMNS, TooManyBadVolumes, gather_shards, num_shards,
+                                     preprocess_shard, preprocess_volume)
+from simcrop.data.qc import body_mask
+from simcrop.data.quarantine import QUARANTINE_COLUMNS, BadVolume
+
+CENTRE = np.array([12.3, -20.7, 35.1])          # world mm (RAS) of the planted sphere
+RADIUS = 9.0
+
+
+def row(volume_id, image, fmt="nifti", **extra) -> dict:
+    r = empty_row()
+    r.update(volume_id=volume_id, patient_id=volume_id, scan_id=volume_id, split="train",
+             image=str(image), format=fmt, source="test", **extra)
+    return r
+
+
+def sphere_volume(affine, shape) -> np.ndarray:
+    """int16 HU: soft tissue (40) with a bone-dense sphere (600) at CENTRE and an air band (-1000)."""
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
+    world = index @ affine[:3, :3].T + affine[:3, 3]
+    volume = np.full(shape, 40, np.int16)
+    volume[np.linalg.norm(world - CENTRE, axis=-1) <= RADIUS] = 600
+    volume[world[..., 0] > CENTRE[0] + 25] = -1000
+    return volume
+
+
+def affine_with_centre(columns, shape) -> np.ndarray:
+    """Affine with the given 3 x 3 `columns` whose middle voxel lands near CENTRE (+ an offset)."""
+    affine = np.eye(4)
+    affine[:3, :3] = columns
+    affine[:3, 3] = CENTRE + [3.0, -2.0, 4.0] - affine[:3, :3] @ (np.asarray(shape) / 2)
+    return affine
+
+
+GEOMETRIES = {
+    "lps_anisotropic": (np.diag([-0.8, -1.1, 2.5]), (70, 60, 24)),
+    "ras": (np.diag([1.2, 0.9, 2.0]), (50, 70, 30)),
+    "permuted_zxy": (np.array([[0, -0.9, 0], [0, 0, 1.3], [2.0, 0, 0]], float), (30, 60, 50)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GEOMETRIES))
+@pytest.mark.parametrize("size", [None, (37, 30, 41)])
+def test_sphere_lands_at_its_world_coordinate(tmp_path, name, size):
+    columns, shape = GEOMETRIES[name]
+    affine = affine_with_centre(columns, shape)
+    path = tmp_path / f"{name}.nii.gz"
+    nib.save(nib.Nifti1Image(sphere_volume(affine, shape), affine), path)
+    cfg = PreprocessConfig(spacing=[1.5, 1.5, 2.0], size=None if size is None else list(size))
+    record = preprocess_volume(row(name, path), tmp_path / "out", cfg)
+
+    out = nib.load(record["output"])
+    assert nib.aff2axcodes(out.affine) == ("R", "A", "S")
+    np.testing.assert_allclose(out.affine[:3, :3], np.diag(cfg.spacing), atol=1e-6)
+    if size is not None:
+        assert out.shape == size
+    data = np.asanyarray(out.dataobj)
+    assert data.dtype == np.int16 and data.min() >= -1000 and data.max() <= 1000
+    weights = np.clip(data.astype(float) - 320, 0, None)        # half-way between tissue and sphere
+    centroid = (np.argwhere(weights > 0) * weights[weights > 0][:, None]).sum(0) / weights.sum()
+    world = out.affine[:3, :3] @ centroid + out.affine[:3, 3]
+    assert np.linalg.norm(world - CENTRE) < max(cfg.spacing)
+    assert record["input_orientation"] == "".join(nib.aff2axcodes(affine))
+    assert record["output_spacing"] == "1.5000x1.5000x2.0000"
+
+
+def test_num_shards():
+    assert num_shards(0, 25) == 1 and num_shards(25, 25) == 1 and num_shards(26, 25) == 2
+    with pytest.raises(ValueError):
+        num_shards(10, 0)
+
+
+def _good_ct(shape=(24, 20, 12), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    volume = np.full(shape, -1000, np.int16)
+    volume[3:-3, 3:-3, :] = rng.integers(-900, 200, size=(shape[0] - 6, shape[1] - 6, shape[2]))
+    return volume
+
+
+def _bad_inputs(folder):
+    """{volume_id: (path, expected reason category)} of one file per kind of bad input."""
+    folder.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([-1.5, -1.5, 3.0, 1.0])
+    bad = {}
+
+    good = folder / "truncated.nii.gz"
+    nib.save(nib.Nifti1Image(_good_ct(), affine), good)
+    data = good.read_bytes()
+    good.write_bytes(data[: len(data) // 2])
+    bad["truncated"] = (good, "unreadable")
+
+    nan = _good_ct().astype(np.float32)
+    nan[5, 5, 5] = np.nan
+    nib.save(nib.Nifti1Image(nan, affine), folder / "nan.nii.gz")
+    bad["nan_voxels"] = (folder / "nan.nii.gz", "non-finite voxels")
+
+    nib.save(nib.Nifti1Image(np.zeros((24, 0, 12), np.int16), affine), folder / "empty.nii.gz")
+    bad["empty"] = (folder / "empty.nii.gz", "zero-length axis")
+
+    image8 = np.random.default_rng(1).integers(0, 256, size=(24, 20, 12)).astype(np.uint8)
+    nib.save(nib.Nifti1Image(image8, affine), folder / "eightbit.nii.gz")
+    bad["eightbit"] = (folder / "eightbit.nii.gz", "looks like 8-bit image")
+
+    for name, spacing in (("spacing0", 0.0), ("spacing500", 500.0)):
+        image = nib.Nifti1Image(_good_ct(), None)                # no q/sform: geometry from pixdim
+        image.header.set_zooms((1.0, 1.0, spacing))
+        nib.save(image, folder / f"{name}.nii.gz")
+        bad[name] = (folder / f"{name}.nii.gz", "impossible spacing")
+
+    nib.save(nib.Nifti1Image(np.full((24, 20, 12), -1000, np.int16), affine), folder / "constant.nii.gz")
+    bad["constant"] = (folder / "constant.nii.gz", "constant volume")
+
+    (folder / "garbage.nii.gz").write_bytes(b"this is not a nifti file")
+    bad["garbage"] = (folder / "garbage.nii.gz", "unreadable")
+    return bad
+
+
+def test_shard_quarantines_each_bad_input_and_finishes_the_good_ones(tmp_path):
+    inputs = tmp_path / "in"
+    bad = _bad_inputs(inputs)
+    rows = []
+    for i in range(3):
+        path = inputs / f"good{i}.nii.gz"
+        nib.save(nib.Nifti1Image(_good_ct(seed=i), np.diag([-1.5, -1.5, 3.0, 1.0])), path)
+        rows.append(row(f"good{i}", path))
+    rows += [row(volume_id, path) for volume_id, (path, _) in bad.items()]
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(manifest, rows)
+    out = tmp_path / "out"
+    cfg = PreprocessConfig(spacing=[3.0, 3.0, 6.0], shard_size=len(rows))
+
+    result = preprocess_shard(manifest, 0, out, cfg, progress=False)
+    assert (result["ok"], result["bad"]) == (3, len(bad))
+    quarantine = pd.read_csv(result["quarantine"], dtype=str, keep_default_na=False)
+    assert list(quarantine.columns) == QUARANTINE_COLUMNS
+    assert set(quarantine["stage"]) == {"preprocess"}
+    reasons = dict(zip(quarantine["volume_id"], quarantine["reason"]))
+    for volume_id, (_, category) in bad.items():
+        assert reasons[volume_id].startswith(category), (volume_id, reasons[volume_id])
+    qc = pd.read_csv(result["qc"])
+    assert list(qc.columns) == QC_COLUMNS and sorted(qc["volume_id"]) == ["good0", "good1", "good2"]
+    written = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert written == sorted(["00000.qc.csv", "00000.quarantine.csv"]
+                             + [f"good{i}.nii.gz" for i in range(3)] + [f"good{i}.json" for i in range(3)])
+
+    # gather: 8 of 11 bad is over a 0.25 limit → files first, then a clear error
+    files = dict(qc_out=out / "qc.csv", quarantine_out=out / "quarantine.csv",
+                 summary_out=out / "preprocess_summary.json")
+    with pytest.raises(TooManyBadVolumes, match="max_bad_fraction"):
+        gather_shards([result["qc"]], [result["quarantine"]], max_bad_fraction=0.25, **files)
+    summary = json.loads(files["summary_out"].read_text())
+    assert (summary["ok"], summary["quarantined"], summary["volumes"]) == (3, len(bad), 3 + len(bad))
+    assert summary["reasons"]["impossible spacing"] == 2 and summary["reasons"]["unreadable"] == 2
+    assert len(pd.read_csv(files["qc_out"])) == 3
+    assert gather_shards([result["qc"]], [result["quarantine"]], max_bad_fraction=0.9, **files)["ok"] == 3
+
+
+def test_shards_split_rows_resume_and_write_empty_tables(tmp_path):
+    rows = []
+    for i in range(3):
+        path = tmp_path / f"v{i}.nii.gz"
+        nib.save(nib.Nifti1Image(_good_ct(seed=i), np.diag([1.5, 1.5, 3.0, 1.0])), path)
+        rows.append(row(f"v{i}", path))
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(manifest, rows)
+    cfg = PreprocessConfig(spacing=[3.0, 3.0, 6.0], shard_size=2)
+    out = tmp_path / "out"
+    first = preprocess_shard(manifest, 1, out, cfg, progress=False)
+    assert (first["rows"], first["ok"], first["bad"]) == (1, 1, 0)
+    assert pd.read_csv(first["quarantine"]).empty                    # written even when empty
+    with pytest.raises(ValueError, match="out of range"):
+        preprocess_shard(manifest, 2, out, cfg, progress=False)
+
+    output = out / "volumes" / "v2.nii.gz"
+    stamp = output.stat().st_mtime_ns
+    again = preprocess_shard(manifest, 1, out, cfg, progress=False)
+    assert again["resumed"] == 1 and output.stat().st_mtime_ns == stamp
+    qc = pd.read_csv(again["qc"])
+    assert qc.loc[0, "resumed"] == 1
+    assert qc.loc[0, "output_shape"] == pd.read_csv(first["qc"]).loc[0, "output_shape"]
+
+    cfg.hu_window = [-1000.0, 500.0]                                 # other settings → redone
+    assert preprocess_shard(manifest, 1, out, cfg, progress=False)["resumed"] == 0
+    stamp = output.stat().st_mtime_ns
+    assert preprocess_shard(manifest, 1, out, cfg, progress=False)["resumed"] == 1
+    os.utime(rows[2]["image"])                                       # input changed → redone
+    os.utime(output, ns=(stamp - 10**10, stamp - 10**10))
+    assert preprocess_shard(manifest, 1, out, cfg, progress=False)["resumed"] == 0
+
+
+def test_v1_rescale_applied_once_and_v2_never(tmp_path):
+    hu = _good_ct(shape=(16, 14, 10))
+    hu[2, 3, 4] = 777                                     # marker
+    stored = (hu.astype(np.int32) + 1024).astype(np.uint16)
+    v1 = tmp_path / "v1.nii.gz"
+    nib.save(nib.Nifti1Image(stored, np.eye(4)), v1)     # v1: no geometry in the header
+    v2 = tmp_path / "v2.nii.gz"
+    nib.save(nib.Nifti1Image(hu, np.diag([-0.7, -0.7, 1.5, 1.0])), v2)
+    cfg = PreprocessConfig(spacing=[0.7, 0.7, 1.5], hu_window=[-1024, 3071])   # identity resampling
+    common = dict(rescale_slope=1.0, rescale_intercept=-1024.0, spacing_x=0.7, spacing_y=0.7, spacing_z=1.5)
+    rec1 = preprocess_volume(row("v1", v1, release="v1", apply_rescale=1, spacing_source="metadata",
+                                 **common), tmp_path / "out", cfg)
+    rec2 = preprocess_volume(row("v2", v2, release="v2", apply_rescale=0, **common), tmp_path / "out", cfg)
+    assert (rec1["rescaled"], rec2["rescaled"]) == (1, 0)
+    for record in (rec1, rec2):
+        out = nib.load(record["output"])
+        np.testing.assert_allclose(out.affine[:3, :3], np.diag([0.7, 0.7, 1.5]), atol=1e-6)
+        # v1 axes are LPS: RAS output = input flipped in x and y
+        np.testing.assert_array_equal(np.asanyarray(out.dataobj), hu[::-1, ::-1, :])
+
+    scaled = (hu.astype(np.float32) + 2048) / 2                        # slope 2, intercept -2048
+    v1b = tmp_path / "v1b.nii.gz"
+    nib.save(nib.Nifti1Image(scaled.astype(np.float32), np.eye(4)), v1b)
+    rec = preprocess_volume(row("v1b", v1b, apply_rescale=1, spacing_source="metadata", **{
+        **common, "rescale_slope": 2.0, "rescale_intercept": -2048.0}), tmp_path / "out", cfg)
+    np.testing.assert_array_equal(np.asanyarray(nib.load(rec["output"]).dataobj), hu[::-1, ::-1, :])
+
+
+def test_masks_keep_labels_and_share_the_image_grid(tmp_path):
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])
+    image = _good_ct(shape=(40, 36, 14))
+    organ = np.zeros(image.shape, np.uint16)
+    organ[5:20, 5:30, 2:10] = 3
+    organ[22:35, 5:30, 2:10] = 300
+    lesion = np.zeros(image.shape, np.uint8)
+    lesion[10:14, 10:14, 5:7] = 1
+    paths = {}
+    for name, array in (("image", image), ("organ", organ), ("lesion", lesion)):
+        paths[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(array, affine), paths[name])
+    cfg = PreprocessConfig(spacing=[1.3, 1.1, 2.0], size=[20, 40, 16])
+    record = preprocess_volume(row("m", paths["image"], organ_mask=str(paths["organ"]),
+                                   lesion_mask=str(paths["lesion"])), tmp_path / "out", cfg)
+    out = nib.load(record["output"])
+    for kind, labels in (("organ", {0, 3, 300}), ("lesion", {0, 1})):
+        mask = nib.load(record[f"{kind}_output"])
+        assert mask.shape == out.shape and np.allclose(mask.affine, out.affine)
+        assert set(np.unique(np.asanyarray(mask.dataobj)).tolist()) == labels
+    # the organ with label 3 is at high input i = patient left = low RAS x; label 300 at patient right
+    organ_out = np.asanyarray(nib.load(record["organ_output"]).dataobj)
+    assert np.argwhere(organ_out == 3)[:, 0].mean() > np.argwhere(organ_out == 300)[:, 0].mean()
+
+
+def test_mask_shape_mismatch_is_bad(tmp_path):
+    image, mask = tmp_path / "i.nii.gz", tmp_path / "m.nii.gz"
+    nib.save(nib.Nifti1Image(_good_ct(), np.eye(4)), image)
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), np.eye(4)), mask)
+    with pytest.raises(BadVolume, match="mask mismatch"):
+        preprocess_volume(row("i", image, organ_mask=str(mask)), tmp_path / "out", PreprocessConfig())
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- real data (../shared/data)
+
+def _spine_is_posterior(data: np.ndarray) -> bool:
+    """RAS: anterior is high y, so midline bone (the spine) sits below the body's centre in y."""
+    body = body_mask(data)
+    centre = np.argwhere(body).mean(0)
+    bone = np.argwhere((data > 300) & body)
+    bone = bone[np.abs(bone[:, 0] - centre[0]) < 0.08 * data.shape[0]]
+    return bone[:, 1].mean() < centre[1] - 0.1 * data.shape[1]
+
+
+def test_real_chest_ct_lps_to_ras(shared_data, tmp_path):
+    path = shared_data / "ct" / "cip_TestInput_chestct_64x64x50.nii.gz"
+    record = preprocess_volume(row("cip", path), tmp_path, PreprocessConfig())
+    assert record["input_orientation"] == "LPS" and record["input_shape"] == "64x64x50"
+    out = nib.load(record["output"])
+    assert nib.aff2axcodes(out.affine) == ("R", "A", "S")
+    data = np.asanyarray(out.dataobj)
+    assert _spine_is_posterior(data)
+    # measured: p1 -987, p50 -94, lung-air 0.22, body 0.68
+    assert record["hu_p1"] < -900 and -200 < record["hu_p50"] < 100 and record["hu_p99"] > 200
+    assert 0.12 < record["lung_air_fraction"] < 0.35 and 0.4 < record["body_fraction"] < 0.9
+
+
+def test_real_copdgene_lung_regions_land_on_the_right_sides(shared_data, tmp_path):
+    ct = shared_data / "ct" / "cip_copdgene10002K_insp_ct64.nii.gz"
+    regions = shared_data / "ct" / "cip_copdgene10002K_insp_lm64_partialLungLabelMap.nii.gz"
+    lung = shared_data / "ct" / "cip_copdgene10002K_insp_wholeLung64.nii.gz"
+    record = preprocess_volume(row("copd", ct, organ_mask=str(regions), lesion_mask=str(lung)), tmp_path,
+                               PreprocessConfig())
+    data = np.asanyarray(nib.load(record["output"]).dataobj)
+    assert _spine_is_posterior(data)
+    assert record["hu_p1"] < -900 and -200 < record["hu_p50"] < 100      # measured -965, -100
+    assert 0.12 < record["lung_air_fraction"] < 0.35                     # measured 0.24
+    region = np.asanyarray(nib.load(record["organ_output"]).dataobj) % 256
+    # ChestImagingPlatform regions: 9-11 left upper/middle/lower third, 12-14 right thirds
+    left, right = np.argwhere(np.isin(region, (9, 10, 11))), np.argwhere(np.isin(region, (12, 13, 14)))
+    assert right[:, 0].mean() > left[:, 0].mean() + 20                   # RAS: +x is the patient's right
+    assert len(right) > len(left)                                         # the right lung is larger
+    upper, lower = np.argwhere(np.isin(region, (9, 12))), np.argwhere(np.isin(region, (11, 14)))
+    assert upper[:, 2].mean() > lower[:, 2].mean() + 10                   # +z superior
+    lung_out = np.asanyarray(nib.load(record["lesion_output"]).dataobj)
+    assert set(np.unique(lung_out).tolist()) == {0, 1} and np.median(data[lung_out > 0]) < -800
+
+
+def test_real_dicom_series_through_simpleitk(shared_data, tmp_path):
+    folder = shared_data / "dicom" / "lungpetctdx_A0002_B40f"
+    before = sorted(os.listdir(folder))
+    record = preprocess_volume(row("dcm", folder, fmt="dicom"), tmp_path, PreprocessConfig())
+    assert sorted(os.listdir(folder)) == before                         # read in place, untouched
+    assert record["input_shape"] == "512x512x30" and record["input_spacing"] == "0.6465x0.6465x8.0000"
+    out = nib.load(record["output"])
+    assert nib.aff2axcodes(out.affine) == ("R", "A", "S") and out.shape == (111, 111, 40)
+    assert _spine_is_posterior(np.asanyarray(out.dataobj))
+    assert record["hu_p1"] < -850 and -200 < record["hu_p50"] < 100      # measured -926, -60
+    assert 0.08 < record["lung_air_fraction"] < 0.35                     # measured 0.18
+
+
+def test_gather_with_no_volumes_writes_empty_tables(tmp_path):
+    empty_qc, empty_q = tmp_path / "a.qc.csv", tmp_path / "a.quarantine.csv"
+    pd.DataFrame(columns=QC_COLUMNS).to_csv(empty_qc, index=False)
+    pd.DataFrame(columns=QUARANTINE_COLUMNS).to_csv(empty_q, index=False)
+    summary = gather_shards([empty_qc], [empty_q], tmp_path / "qc.csv", tmp_path / "q.csv",
+                            tmp_path / "s.json", 0.25)
+    assert summary["volumes"] == 0 and summary["bad_fraction"] == 0.0
+    assert list(pd.read_csv(tmp_path / "qc.csv").columns) == QC_COLUMNS
+
+
+def test_written_volume_is_valid_gzip(tmp_path):
+    path = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(_good_ct(), np.eye(4)), path)
+    record = preprocess_volume(row("v", path), tmp_path / "out", PreprocessConfig(compress_level=1))
+    with gzip.open(record["output"]) as handle:
+        assert len(handle.read()) == 352 + 2 * int(np.prod(nib.load(record["output"]).shape))
