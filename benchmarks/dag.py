@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         base = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
                 "--directory", str(work), "--configfile", str(work / "dag.yaml"), "--cores", "1"]
         ingest_s = run(base + ["results/dag/manifest.csv"], REPO)
-        dry_s = run(base + ["-n", "--quiet", "rules", "data"], REPO)
+        dry_s = run(base + ["-n", "--quiet", "rules", "--", "data"], REPO)
     n_jobs = -(-args.volumes // args.shard_size)
     print(f"DAG: {args.volumes} volumes, shard_size {args.shard_size} -> {n_jobs} preprocess jobs")
     print(f"  ingest (manifest adapter)   {ingest_s:7.2f} s")
