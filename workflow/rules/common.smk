@@ -23,7 +23,7 @@ def section_json(*sections):
 def ingest_inputs(wildcards):
     """What the dataset adapter reads: the synthetic corpus's marker, or the user's dataset root."""
     if CFG.data.dataset == "synthetic":
-        return [f"{CFG.data.root}/corpus.json"]
+        return [f"{CFG.data.root}/synthetic/corpus.json"]
     return [CFG.data.root]
 
 
@@ -40,7 +40,7 @@ def shard_qc_files(wildcards):
 
 # Folder params derived from outputs (not hard-coded prefixes), as the linter asks.
 def corpus_root(wildcards, output):
-    return os.path.dirname(output.marker)
+    return os.path.dirname(os.path.dirname(output.marker))  # <root>/synthetic/corpus.json
 
 
 def preprocessed_dir(wildcards, output):

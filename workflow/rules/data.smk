@@ -3,7 +3,7 @@
 
 rule synthesize:
     output:
-        marker=f"{CFG.data.root}/corpus.json",
+        marker=f"{CFG.data.root}/synthetic/corpus.json",
     log:
         f"{LOGS}/synthesize.log",
     params:
