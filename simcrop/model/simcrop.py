@@ -1,0 +1,160 @@
+"""SimCroP pre-training: masked image modelling + similarity-driven alignment + report reconstruction.
+
+    image ──mask──► ViT (visible patches p) ──► MAE decoder ──► L_image (masked voxels)
+                         │ patch head                         
+                         ▼                                    
+    report ──► frozen text encoder ──► token head ──► sentence means u ──► top-K pooling ──► L_align
+    masked report ──► frozen text encoder ──► fusion(·, p) ──► text decoder ──► L_report (MLM)
+
+`forward(batch)` takes a `simcrop.text.batch.ReportBatcher` batch and returns
+`{"loss": Σ w·L, "losses": {"image", "align", "report": detached}}`; a loss with weight 0 is not computed
+and is absent from `losses`. `build_pretrain_model` / `build_collate` are what the trainer calls.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from simcrop.config import ModelConfig
+from simcrop.model.alignment import NEGATIVES, sentence_features, similarity_alignment_loss
+from simcrop.model.fusion import FusionLayer
+from simcrop.model.mae import MaskedAutoencoder3D, build_mae
+from simcrop.model.projection import ProjectionHead
+from simcrop.model.text_decoder import TextDecoder
+from simcrop.model.vit3d import build_vit
+from simcrop.text.batch import ReportBatcher
+from simcrop.text.encoder import FrozenTextEncoder
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("simcrop", "simcrop_batchneg", "mae", "clip")
+LOSS_NAMES = ("image", "align", "report")
+
+
+def loss_weights(model_cfg: ModelConfig) -> dict[str, float]:
+    """Weights per loss name; unknown names raise, missing ones default to 1."""
+    given = dict(model_cfg.loss_weights or {})
+    unknown = sorted(set(given) - set(LOSS_NAMES))
+    if unknown:
+        raise ValueError(f"model.loss_weights: unknown loss name(s) {unknown}; allowed: {list(LOSS_NAMES)}")
+    weights = {name: float(given.get(name, 1.0)) for name in LOSS_NAMES}
+    if any(w < 0 for w in weights.values()):
+        raise ValueError(f"model.loss_weights must be >= 0; got {weights}")
+    return weights
+
+
+def combine(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> dict:
+    """{"loss": Σ_name w·L, "losses": {name: L detached}} over the computed losses."""
+    if not losses:
+        raise ValueError("every loss weight is 0: nothing to train")
+    total = sum(weights.get(name, 1.0) * value for name, value in losses.items())
+    return {"loss": total, "losses": {name: value.detach().float() for name, value in losses.items()}}
+
+
+class SimCroP(nn.Module):
+    """The three SimCroP losses over one (image, report) batch."""
+
+    def __init__(self, mae: MaskedAutoencoder3D, text_encoder: FrozenTextEncoder, proj_dim: int = 256,
+                 topk: int = 32, temperature: float = 0.07, negatives: str = "report",
+                 mlm_loss_on: str = "masked", text_decoder_layers: int = 6, text_decoder_heads: int = 6,
+                 weights: dict[str, float] | None = None, fusion_heads: int | None = None):
+        super().__init__()
+        if negatives not in NEGATIVES:
+            raise ValueError(f"model.negatives must be one of {NEGATIVES}; got {negatives!r}")
+        if mlm_loss_on not in ("masked", "all"):
+            raise ValueError(f"model.mlm_loss_on must be 'masked' or 'all'; got {mlm_loss_on!r}")
+        self.weights = dict(weights or {name: 1.0 for name in LOSS_NAMES})
+        self.topk, self.temperature, self.negatives, self.mlm_loss_on = topk, temperature, negatives, mlm_loss_on
+        self.mae = mae
+        self.text_encoder = text_encoder
+        width, text_width = mae.encoder.embed_dim, text_encoder.hidden_size
+        if self.weights["align"] > 0:
+            self.patch_head = ProjectionHead(width, proj_dim)
+            self.token_head = ProjectionHead(text_width, proj_dim)
+        if self.weights["report"] > 0:
+            self.fusion = FusionLayer(text_width, width, num_heads=fusion_heads or text_decoder_heads)
+            pad_id = text_encoder.tokenizer.pad_token_id or 0
+            self.text_decoder = TextDecoder(text_encoder.vocab_size, text_width, text_decoder_layers,
+                                            text_decoder_heads, pad_token_id=pad_id)
+        if self.weights["image"] == 0:      # unused: keep it out of the optimiser (and of DDP's unused set)
+            mae.decoder.requires_grad_(False)
+        self._warned_k = False
+
+    @property
+    def encoder(self):
+        """The VisionTransformer3D (export: `{"model": model.encoder.state_dict()}`)."""
+        return self.mae.encoder
+
+    def _k(self, visible: int) -> int:
+        if self.topk <= visible:
+            return self.topk
+        if not self._warned_k:
+            log.warning("model.topk %d exceeds the %d visible patches; using %d", self.topk, visible, visible)
+            self._warned_k = True
+        return visible
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        """batch: a ReportBatcher output (tensors on the model's device); generator: for the image mask."""
+        w = self.weights
+        enc = self.mae.forward_encoder(batch["image"], generator=generator)
+        patches = enc["latent"][:, 1:]                                         # (B, K_vis, C)
+        losses: dict[str, torch.Tensor] = {}
+        if w["image"] > 0:
+            pred = self.mae.decoder(enc["latent"], enc["ids_restore"])
+            losses["image"] = self.mae.forward_loss(batch["image"], pred, enc["mask"])
+        if w["align"] > 0:
+            tokens = self.text_encoder(batch["input_ids"], batch["attention_mask"])   # (B, L, H)
+            sent, s2v = sentence_features(self.token_head(tokens), batch["token_sentence"])
+            out = similarity_alignment_loss(sent, self.patch_head(patches), s2v, self._k(patches.shape[1]),
+                                            self.temperature, self.negatives)
+            losses["align"] = out["loss"]
+        if w["report"] > 0:
+            masked = self.text_encoder(batch["mlm_input_ids"], batch["attention_mask"])  # (B, L, H)
+            fused = self.fusion(masked, patches, batch["attention_mask"])
+            labels = batch["mlm_labels"] if self.mlm_loss_on == "masked" else batch["mlm_all_labels"]
+            # "all" follows the authors' later code: every position, padding included (as labels only;
+            # padding stays masked as attention keys)
+            losses["report"] = self.text_decoder(fused, batch["attention_mask"], labels)["loss"]
+        return combine(losses, w)
+
+
+def build_text_encoder(model_cfg: ModelConfig) -> FrozenTextEncoder:
+    return FrozenTextEncoder(model_cfg.text_encoder)
+
+
+def build_pretrain_model(model_cfg: ModelConfig, text_encoder: FrozenTextEncoder | None = None) -> nn.Module:
+    """The pre-training module for `model_cfg.objective`; every one exposes `.encoder` and
+    `forward(batch) -> {"loss", "losses"}`. text_encoder: reuse an already loaded one (tests)."""
+    from simcrop.model.baselines import ClipPretrain, MAEPretrain
+
+    if model_cfg.objective not in OBJECTIVES:
+        raise ValueError(f"model.objective must be one of {OBJECTIVES}; got {model_cfg.objective!r}")
+    encoder = build_vit(model_cfg.vit, img_size=tuple(model_cfg.img_size), patch_size=tuple(model_cfg.patch_size),
+                        pos_embed=model_cfg.pos_embed)
+    if model_cfg.objective == "clip":
+        return ClipPretrain(encoder, text_encoder or build_text_encoder(model_cfg), model_cfg.proj_dim,
+                            model_cfg.temperature, model_cfg.mask_ratio)
+    mae = build_mae(encoder, model_cfg.decoder_dim, model_cfg.decoder_depth, model_cfg.decoder_heads,
+                    model_cfg.mask_ratio, model_cfg.norm_pix_loss)
+    if model_cfg.objective == "mae":
+        return MAEPretrain(mae)
+    weights = loss_weights(model_cfg)
+    negatives = "batch" if model_cfg.objective == "simcrop_batchneg" else model_cfg.negatives
+    return SimCroP(mae, text_encoder or build_text_encoder(model_cfg), model_cfg.proj_dim, model_cfg.topk,
+                   model_cfg.temperature, negatives, model_cfg.mlm_loss_on, model_cfg.text_decoder_layers,
+                   model_cfg.text_decoder_heads, weights)
+
+
+def build_collate(model_cfg: ModelConfig, tokenizer=None, seed: int = 0, bert_mix: bool = False) -> ReportBatcher:
+    """The DataLoader collate_fn for every objective (the MAE baseline ignores the text fields).
+
+    tokenizer: reuse one (e.g. `model.text_encoder.tokenizer`); otherwise loaded from model_cfg.text_encoder.
+    """
+    if tokenizer is None:
+        from simcrop.text.encoder import load_tokenizer
+
+        tokenizer = load_tokenizer(model_cfg.text_encoder)
+    return ReportBatcher(tokenizer, model_cfg.text_max_tokens, model_cfg.text_mask_prob, seed=seed,
+                         bert_mix=bert_mix)

@@ -1,0 +1,182 @@
+"""Collate (image, report) samples into one pre-training batch: tokens, token → sentence map, MLM inputs.
+
+The report text is `findings + " " + impressions` (just `findings` when there is no impression), so
+character offsets of findings sentences (`simcrop.text.sentences`) are offsets into the text as well.
+
+MLM masking: in every report, round(mask_prob × n_real) of its n_real real tokens (not [CLS]/[SEP]/pad;
+at least one) are chosen uniformly without replacement; by default every chosen token becomes [MASK]
+(at a mask ratio of 0.75 BERT's 80/10/10 mix leaves little context; `bert_mix=True` turns it on: 80 %
+[MASK], 10 % a random token, 10 % unchanged).
+
+Reproducibility: each call draws from a fresh `torch.Generator` seeded with
+    seed_b = mix(seed, torch.initial_seed(), counter)
+where `counter` counts this batcher's calls. `torch.initial_seed()` is the process seed in the main
+process (the trainer seeds it, 42 + rank) and `base_seed + worker_id` in a DataLoader worker (the base
+seed is drawn from the main process RNG each epoch), so workers, ranks and epochs get different masks
+and a rerun with the same seeds gets the same ones. A trainer resuming mid-run may set `counter`.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+
+
+def batch_seed(seed: int, initial_seed: int, counter: int) -> int:
+    """Deterministic 63-bit mix of the three integers (a splitmix64-style hash)."""
+    x = 0
+    for value, mult in zip((seed, initial_seed, counter), _MIX):
+        x = ((x ^ (int(value) & 0xFFFFFFFFFFFFFFFF)) * mult) & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+    return x & 0x7FFFFFFFFFFFFFFF
+
+
+def report_text(findings: str, impressions: str) -> str:
+    """The text the model reads; findings first, so findings offsets stay valid."""
+    return findings + " " + impressions if impressions and impressions.strip() else findings
+
+
+class ReportBatcher:
+    """`collate_fn` for pre-training.
+
+    Input: a list of samples `{"image": (1, X, Y, Z) float, "volume_id": str, "findings": str,
+    "impressions": str, "sentences": [{"section", "text", "start", "end", "lesion_ids"}]}` (offsets
+    within findings; records of other sections are ignored).
+
+    Output (B samples, L = longest tokenized report in the batch, ≤ max_tokens):
+        image            (B, 1, X, Y, Z) float32
+        volume_id        list[str]
+        input_ids        (B, L) int64, [CLS] text [SEP] [PAD]...
+        attention_mask   (B, L) int64, 1 = real token (specials included)
+        token_sentence   (B, L) int64, index of the findings sentence holding each token within its
+                         report (0..n_b - 1, contiguous); -1 for specials, padding, impression tokens
+                         and findings text outside every sentence
+        findings_mask    (B, L) bool, real non-special tokens that start inside the findings text
+        mlm_input_ids    (B, L) int64, input_ids with the chosen tokens masked
+        mlm_labels       (B, L) int64, original id at chosen positions, -100 elsewhere
+        mlm_all_labels   (B, L) int64, input_ids everywhere (loss on all positions, padding included)
+        sentence_lesions list (per sample) of lists (per kept sentence) of lesion ids
+        truncated_reports int, reports cut at max_tokens (the first one per batcher is logged as a warning)
+        dropped_sentences int, sentences whose tokens were all truncated away
+    """
+
+    def __init__(self, tokenizer, max_tokens: int = 256, mask_prob: float = 0.75, seed: int = 0,
+                 bert_mix: bool = False):
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError("ReportBatcher needs a fast tokenizer (character offsets)")
+        if not 0.0 < mask_prob <= 1.0:
+            raise ValueError(f"text_mask_prob must be in (0, 1]; got {mask_prob}")
+        limit = int(getattr(tokenizer, "model_max_length", max_tokens) or max_tokens)
+        if max_tokens > limit:
+            log.warning("text_max_tokens %d exceeds the tokenizer limit %d; using %d", max_tokens, limit, limit)
+            max_tokens = limit
+        if max_tokens < 3:
+            raise ValueError(f"text_max_tokens must be >= 3 ([CLS], one token, [SEP]); got {max_tokens}")
+        self.tokenizer, self.max_tokens, self.mask_prob = tokenizer, int(max_tokens), float(mask_prob)
+        self.seed, self.bert_mix, self.counter, self._warned = int(seed), bool(bert_mix), 0, False
+        self.mask_id, self.pad_id = tokenizer.mask_token_id, tokenizer.pad_token_id
+        self.special_ids = [i for i in tokenizer.all_special_ids if i is not None]
+
+    def next_generator(self) -> torch.Generator:
+        gen = torch.Generator()
+        gen.manual_seed(batch_seed(self.seed, torch.initial_seed(), self.counter))
+        self.counter += 1
+        return gen
+
+    def __call__(self, samples: list[dict]) -> dict:
+        if not samples:
+            raise ValueError("ReportBatcher got an empty list of samples")
+        sentences = []
+        for s in samples:
+            own = [r for r in s["sentences"] if r.get("section", "findings") == "findings"]
+            if not own or not s["findings"].strip():
+                raise ValueError(f"volume {s['volume_id']!r}: no Findings sentences; the dataset should have "
+                                 "filtered it (see the sentences stage's quarantine)")
+            sentences.append(own)
+        texts = [report_text(s["findings"], s.get("impressions", "")) for s in samples]
+        enc = self.tokenizer(texts, max_length=self.max_tokens, truncation=True, padding="longest",
+                             return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt")
+        input_ids, attention_mask = enc["input_ids"], enc["attention_mask"]
+        real = (attention_mask.bool() & ~enc["special_tokens_mask"].bool())        # (B, L)
+        offsets = enc["offset_mapping"]                                             # (B, L, 2)
+        token_sentence = torch.full_like(input_ids, -1)
+        findings_mask = torch.zeros_like(real)
+        lesions, dropped, truncated = [], 0, []
+        for b, (sample, recs, text) in enumerate(zip(samples, sentences, texts)):
+            if _is_truncated(text, offsets[b], real[b]):
+                truncated.append(sample["volume_id"])
+            findings_mask[b] = real[b] & (offsets[b, :, 0] < len(sample["findings"]))
+            ts, kept = _map_tokens(offsets[b], real[b], recs)
+            dropped += len(recs) - len(kept)
+            if not kept:
+                raise ValueError(f"volume {sample['volume_id']!r}: no Findings sentence has a token within "
+                                 f"text_max_tokens={self.max_tokens}")
+            token_sentence[b] = ts
+            lesions.append([list(recs[i].get("lesion_ids") or []) for i in kept])
+        if truncated:
+            self._note(f"{len(truncated)} report(s) truncated at text_max_tokens={self.max_tokens} "
+                       f"(first: {truncated[0]!r}); {dropped} sentence(s) lost every token and were dropped")
+        mlm_input_ids, mlm_labels = self.mask_tokens(input_ids, real, self.next_generator())
+        return dict(
+            image=torch.stack([torch.as_tensor(s["image"], dtype=torch.float32) for s in samples]),
+            volume_id=[s["volume_id"] for s in samples], input_ids=input_ids, attention_mask=attention_mask,
+            token_sentence=token_sentence, findings_mask=findings_mask, mlm_input_ids=mlm_input_ids,
+            mlm_labels=mlm_labels, mlm_all_labels=input_ids.clone(), sentence_lesions=lesions,
+            truncated_reports=len(truncated), dropped_sentences=dropped,
+        )
+
+    def _note(self, message: str) -> None:
+        """The first truncation is a warning; later ones (counted in each batch) go to DEBUG, not to spam."""
+        log.log(logging.DEBUG if self._warned else logging.WARNING, message + (
+            "" if self._warned else "; later truncations: DEBUG log and batch['truncated_reports']"))
+        self._warned = True
+
+    def mask_tokens(self, input_ids: torch.Tensor, real: torch.Tensor,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids (B, L) int64, real (B, L) bool → (mlm_input_ids (B, L), mlm_labels (B, L) -100 = not chosen)."""
+        B, L = input_ids.shape
+        n_real = real.sum(1)                                                        # (B,)
+        n_mask = torch.clamp(torch.round(n_real.float() * self.mask_prob).long(), min=1)
+        n_mask = torch.minimum(n_mask, n_real)
+        noise = torch.rand(B, L, generator=generator).masked_fill(~real, 2.0)      # non-real sort last
+        rank = noise.argsort(dim=1).argsort(dim=1)                                  # (B, L) rank of each token
+        chosen = rank < n_mask[:, None]
+        labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+        masked = input_ids.clone()
+        if self.bert_mix:
+            u = torch.rand(B, L, generator=generator)
+            random_ids = torch.randint(len(self.tokenizer), (B, L), generator=generator)
+            masked = torch.where(chosen & (u < 0.8), torch.full_like(masked, self.mask_id), masked)
+            masked = torch.where(chosen & (u >= 0.8) & (u < 0.9), random_ids, masked)
+        else:
+            masked[chosen] = self.mask_id
+        return masked, labels
+
+
+def _is_truncated(text: str, offsets: torch.Tensor, real: torch.Tensor) -> bool:
+    """True when characters beyond the last kept token's end are more than whitespace."""
+    last_end = int(offsets[real, 1].max()) if bool(real.any()) else 0
+    return bool(text[last_end:].strip())
+
+
+def _map_tokens(offsets: torch.Tensor, real: torch.Tensor, records: list[dict]) -> tuple[torch.Tensor, list[int]]:
+    """Token → sentence for one report.
+
+    offsets (L, 2) int64 character spans; real (L,) bool; records: findings sentences with start/end.
+    A token belongs to the sentence whose [start, end) holds its first character. Returns token_sentence
+    (L,) int64 with kept sentences renumbered 0..n-1, and the indices (into records) of the kept sentences.
+    """
+    starts = torch.tensor([int(r["start"]) for r in records])
+    ends = torch.tensor([int(r["end"]) for r in records])
+    tok_start = offsets[:, 0]
+    inside = (tok_start[:, None] >= starts[None]) & (tok_start[:, None] < ends[None]) & real[:, None]  # (L, S)
+    has = inside.any(1)
+    which = inside.float().argmax(1)
+    kept = sorted(set(which[has].tolist()))
+    renumber = torch.full((len(records),), -1, dtype=torch.long)
+    renumber[kept] = torch.arange(len(kept))
+    return torch.where(has, renumber[which], torch.full_like(which, -1)), kept
