@@ -18,6 +18,7 @@ from simcrop.io import atomic_path
 
 DISPLAY_WINDOW_HU = (-1000.0, 400.0)   # one window that shows lung texture and mediastinum
 CAPTION_WIDTH = 44                     # characters per caption line
+MIN_OUTLINE_VOXELS = 4                 # a lesion smaller than this on its best slice is a dot, not a picture
 
 
 def _sentences_by_volume(path: Path) -> dict[str, list[dict]]:
@@ -38,11 +39,15 @@ def _pick_case(volume_path: Path, mask_path: Path | None, sentences: list[dict])
         mask = np.asanyarray(nib.load(mask_path).dataobj)
         described = {i for s in findings for i in s.get("lesion_ids", [])}
         ids, counts = np.unique(mask[mask > 0], return_counts=True)
-        # The smallest described lesion is the interesting one (a nodule, not a diffuse pattern).
-        candidates = [(c, i) for i, c in zip(ids.tolist(), counts.tolist()) if i in described]
+        described_ids = [(c, i) for i, c in zip(ids.tolist(), counts.tolist()) if i in described]
+        # The smallest described lesion that is still visible is the interesting one (a nodule rather
+        # than a diffuse pattern); cut through its largest axial cross-section.
+        area = {i: (mask == i).sum(axis=(0, 1)) for _, i in described_ids}
+        visible = [(c, i) for c, i in described_ids if area[i].max() >= MIN_OUTLINE_VOXELS]
+        candidates = visible or described_ids
         if candidates:
             _, lesion = min(candidates)
-            z = int(np.round(np.nonzero(mask == lesion)[2].mean()))
+            z = int(np.argmax(area[lesion]))
             sentence = next(s["text"] for s in findings if lesion in s.get("lesion_ids", []))
             return image[:, :, z], mask[:, :, z] == lesion, sentence
     z = image.shape[2] // 2
@@ -62,7 +67,10 @@ def write_montage(manifest: Path, sentences: Path, preprocessed: Path, out: Path
     # Prefer cases with described lesions, then any case that was preprocessed.
     rows = [r for _, r in frame.iterrows() if (preprocessed / "volumes" / f"{r.volume_id}.nii.gz").exists()]
     rows.sort(key=lambda r: (0 if r.lesions not in ("", "[]") else 1, r.volume_id))
-    rows = rows[:n_cases]
+    one_per_scan = {}
+    for row in rows:  # reconstructions repeat their scan's anatomy and report: show distinct scans
+        one_per_scan.setdefault(row.scan_id, row)
+    rows = list(one_per_scan.values())[:n_cases]
     if not rows:
         raise ValueError(f"{preprocessed}: no preprocessed volumes to show")
 
