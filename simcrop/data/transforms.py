@@ -1,0 +1,105 @@
+"""MONAI transform chains for pre-training crops (method.md §4).
+
+Input and output: (1, X, Y, Z) float32 scaled HU in [-1, 1], RAS. Training chain: random scale crop
+(each axis 0.8-1.0 of the volume) -> pad to the crop size -> random crop of the crop size -> flip each
+axis with p = flip_prob -> intensity shift by U(-0.1, 0.1) with p = 0.1. Evaluation chain: pad, then
+centre crop (deterministic).
+
+Padding: `reflect` (the authors' choice) needs the pad on each side to be smaller than the volume
+along that axis; where it is not (a volume under about half the crop), that axis is padded with air
+(-1.0, i.e. -1000 HU) instead of failing. The dataset warns once per such volume.
+
+Randomness: every random transform draws from its own `numpy.random.RandomState`, set per sample by
+`seed_transform(chain, seed)` - so a sample's augmentation depends only on the seed the dataset
+derives from (seed, epoch, index), not on workers, ranks or where a resumed run starts.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import (CenterSpatialCrop, Compose, RandFlip, RandScaleCrop, RandShiftIntensity,
+                              RandSpatialCrop)
+
+AIR = -1.0          # -1000 HU after scaling
+PAD_MODES = ("reflect", "constant")
+
+
+class PadTo:
+    """Pad (C, X, Y, Z) symmetrically up to at least `size`; reflect where possible, else air."""
+
+    def __init__(self, size: Sequence[int], mode: str = "reflect", value: float = AIR):
+        if mode not in PAD_MODES:
+            raise ValueError(f"pad mode must be one of {PAD_MODES}; got {mode!r}")
+        self.size, self.mode, self.value = tuple(int(s) for s in size), mode, value
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        img = torch.as_tensor(img)
+        pads = []                                   # F.pad order: last axis first, (before, after)
+        for dim, want in zip(reversed(img.shape[1:]), reversed(self.size)):
+            extra = max(want - dim, 0)
+            pads.append((extra // 2, extra - extra // 2))
+        if not any(a or b for a, b in pads):
+            return img
+        out = img.unsqueeze(0)                      # reflect pads (N, C, X, Y, Z)
+        for i, ((before, after), dim) in enumerate(zip(pads, reversed(img.shape[1:]))):
+            if not (before or after):
+                continue
+            axis_pad = [0, 0] * len(pads)
+            axis_pad[2 * i: 2 * i + 2] = [before, after]
+            if self.mode == "reflect" and max(before, after) < dim:
+                out = F.pad(out, axis_pad, mode="reflect")
+            else:
+                out = F.pad(out, axis_pad, mode="constant", value=self.value)
+        return out.squeeze(0)
+
+
+def smaller_axes(shape: Sequence[int], size: Sequence[int]) -> list[str]:
+    """Names of the axes ('x', 'y', 'z') along which `shape` (X, Y, Z) is smaller than `size`."""
+    return [axis for axis, s, c in zip("xyz", shape, size) if s < c]
+
+
+def train_transform(crop_size: Sequence[int], flip_prob: float = 0.2, scale_crop: Sequence[float] = (0.8, 1.0),
+                    intensity_shift: float = 0.1, intensity_shift_prob: float = 0.1,
+                    pad_mode: str = "reflect") -> Compose:
+    """Random augmentation chain: (1, X, Y, Z) -> (1, *crop_size), float32."""
+    lo, hi = (float(s) for s in scale_crop)
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"scale_crop must satisfy 0 < min <= max <= 1; got {list(scale_crop)}")
+    if not 0.0 <= flip_prob <= 1.0 or not 0.0 <= intensity_shift_prob <= 1.0:
+        raise ValueError(f"probabilities must lie in [0, 1]; got flip_prob {flip_prob}, "
+                         f"intensity_shift_prob {intensity_shift_prob}")
+    crop = tuple(int(s) for s in crop_size)
+    return Compose([
+        RandScaleCrop(roi_scale=lo, max_roi_scale=hi, random_center=True, random_size=True),
+        PadTo(crop, pad_mode),
+        RandSpatialCrop(crop, random_center=True, random_size=False),
+        *(RandFlip(prob=flip_prob, spatial_axis=axis) for axis in range(3)),
+        RandShiftIntensity(offsets=float(intensity_shift), prob=intensity_shift_prob),
+    ])
+
+
+def eval_transform(crop_size: Sequence[int], pad_mode: str = "reflect") -> Compose:
+    """Deterministic chain: pad to at least crop_size, then centre crop -> (1, *crop_size)."""
+    crop = tuple(int(s) for s in crop_size)
+    return Compose([PadTo(crop, pad_mode), CenterSpatialCrop(crop)])
+
+
+def seed_transform(chain: Compose, seed: int) -> None:
+    """Reset every random transform in `chain` from one integer seed (MONAI Randomizable API)."""
+    chain.set_random_state(state=np.random.RandomState(seed % (2 ** 32)))
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 32-bit seed for one sample's augmentation, from (seed, epoch, index)."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1)[0])
+
+
+def apply(chain: Compose, img: torch.Tensor) -> torch.Tensor:
+    """Run the chain and return a plain contiguous float32 tensor (no MONAI metadata to collate)."""
+    out = chain(img)
+    if hasattr(out, "as_tensor"):
+        out = out.as_tensor()
+    return torch.as_tensor(out, dtype=torch.float32).contiguous()

@@ -1,0 +1,128 @@
+"""PretrainDataset: filtering with reasons, sample contract, small volumes, empty sets, reproducibility."""
+from __future__ import annotations
+
+import json
+import logging
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from simcrop.data.datasets import EmptyDatasetError, PretrainDataset, load_volume
+from simcrop.data.manifest import empty_row, write_manifest
+
+CROP = (32, 32, 16)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_run(root, n=5, shapes=None, not_qc=(), no_findings=(), missing=(), affine=None):
+    """n train volumes vol0.. plus one val volume; int16 HU including values outside [-1000, 1000]."""
+    (root / "preprocessed" / "volumes").mkdir(parents=True)
+    rows, lines, qc = [], [], []
+    rng = np.random.default_rng(0)
+    for i in range(n + 1):
+        vid, split = f"vol{i}", "train" if i < n else "val"
+        findings = "" if i in no_findings else "Nodule in the right lung. Heart normal."
+        row = empty_row()
+        row.update(volume_id=vid, patient_id=f"p{i}", scan_id=f"p{i}_a", split=split, image="x", format="nifti",
+                   source="synthetic", findings=findings, impressions="Stable.")
+        rows.append(row)
+        if i not in missing:
+            shape = (shapes or {}).get(i, (40, 40, 20))
+            hu = rng.integers(-1200, 1200, size=shape).astype(np.int16)
+            nib.save(nib.Nifti1Image(hu, np.diag([3.0, 3.0, 6.0, 1.0]) if affine is None else affine),
+                     root / "preprocessed" / "volumes" / f"{vid}.nii.gz")
+        if i not in not_qc:
+            qc.append(vid)
+        sentences = [{"section": "impressions", "text": "Stable.", "start": 0, "end": 7, "lesion_ids": []}]
+        if i not in no_findings:
+            sentences = [{"section": "findings", "text": "Nodule in the right lung.", "start": 0, "end": 25,
+                          "lesion_ids": [1]},
+                         {"section": "findings", "text": "Heart normal.", "start": 26, "end": 39,
+                          "lesion_ids": []}] + sentences
+        lines.append(json.dumps({"volume_id": vid, "scan_id": f"p{i}_a", "split": split, "sentences": sentences}))
+    write_manifest(root / "manifest.csv", rows)
+    (root / "qc.csv").write_text("volume_id\n" + "".join(f"{v}\n" for v in qc))
+    (root / "sentences.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def dataset(root, **kwargs):
+    kwargs.setdefault("crop_size", CROP)
+    return PretrainDataset(root / "manifest.csv", root / "sentences.jsonl", root / "preprocessed",
+                           root / "qc.csv", **kwargs)
+
+
+def test_filters_and_counts_each_reason(tmp_path, caplog):
+    root = make_run(tmp_path, n=6, not_qc={0}, no_findings={1}, missing={2})
+    with caplog.at_level(logging.INFO, logger="simcrop.data.datasets"):
+        ds = dataset(root)
+    assert [item["volume_id"] for item in ds.items] == ["vol3", "vol4", "vol5"]    # val vol6 not train
+    assert ds.dropped == {"not_in_qc": 1, "no_findings_sentence": 1, "missing_file": 1}
+    assert "kept 3" in caplog.text and "1 not in qc" in caplog.text
+    assert len(dataset(root, split="val")) == 1
+
+
+def test_sample_contract(tmp_path):
+    ds = dataset(make_run(tmp_path), augment=False)
+    sample = ds[0]
+    assert set(sample) == {"volume_id", "scan_id", "image", "findings", "impressions", "sentences"}
+    assert sample["image"].shape == (1, *CROP) and sample["image"].dtype == torch.float32
+    assert sample["image"].min() >= -1.0 and sample["image"].max() <= 1.0
+    assert sample["image"].min() == -1.0 and sample["image"].max() == 1.0       # HU clipped then / 1000
+    assert [s["section"] for s in sample["sentences"]] == ["findings", "findings"]
+    assert sample["findings"].startswith("Nodule") and sample["impressions"] == "Stable."
+    assert torch.equal(ds[0]["image"], sample["image"])                         # eval: deterministic
+
+
+def test_load_volume_scales_hu(tmp_path):
+    hu = np.array([[[-3000, -1000], [0, 500]], [[1000, 2000], [250, -250]]], dtype=np.int16)
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), tmp_path / "v.nii.gz")
+    x = load_volume(tmp_path / "v.nii.gz")
+    assert x.shape == (1, 2, 2, 2) and x.dtype == torch.float32
+    assert torch.allclose(x[0], torch.tensor(np.clip(hu, -1000, 1000) / 1000.0, dtype=torch.float32))
+    nib.save(nib.Nifti1Image(hu, np.diag([-1.0, -1.0, 1.0, 1.0])), tmp_path / "lps.nii.gz")
+    with pytest.raises(ValueError, match="RAS"):
+        load_volume(tmp_path / "lps.nii.gz")
+
+
+def test_augmentation_is_a_function_of_epoch_and_index(tmp_path):
+    ds = dataset(make_run(tmp_path), augment=True, seed=3)
+    a, b, c = ds[(1, 0)]["image"], ds[(1, 0)]["image"], ds[(1, 1)]["image"]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(dataset(tmp_path, augment=True, seed=3)[(1, 0)]["image"], a)    # fresh instance too
+
+
+def test_volume_smaller_than_crop_is_padded_with_one_warning(tmp_path, caplog):
+    ds = dataset(make_run(tmp_path, n=2, shapes={0: (20, 10, 6)}), augment=True)
+    with caplog.at_level(logging.WARNING, logger="simcrop.data.datasets"):
+        for epoch in range(3):
+            assert ds[(0, epoch)]["image"].shape == (1, *CROP)
+        ds[(1, 0)]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "vol0" in warnings[0].getMessage() and "(20, 10, 6)" in warnings[0].getMessage()
+
+
+def test_empty_dataset_names_the_files(tmp_path):
+    root = make_run(tmp_path, n=2, no_findings={0}, not_qc={1})
+    with pytest.raises(EmptyDatasetError) as err:
+        dataset(root)
+    message = str(err.value)
+    for name in ("manifest.csv", "qc.csv", "sentences.jsonl", "1 not in qc", "1 no findings sentence"):
+        assert name in message
+
+
+def test_missing_inputs_are_named(tmp_path):
+    root = make_run(tmp_path, n=1)
+    (root / "qc.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="qc.csv"):
+        dataset(root)

@@ -1,0 +1,87 @@
+"""Pre-training transform chains: shapes, padding fallbacks, flips, and seeded reproducibility."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from simcrop.data.transforms import (AIR, PadTo, apply, eval_transform, sample_seed, seed_transform,
+                                     smaller_axes, train_transform)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def volume(shape=(40, 40, 20), seed=0):
+    return torch.rand((1, *shape), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_train_chain_gives_crop_shape_and_is_reproducible_per_seed():
+    chain = train_transform((32, 32, 16))
+    x = volume()
+    outs = []
+    for seed in (7, 7, 8):
+        seed_transform(chain, seed)
+        outs.append(apply(chain, x))
+    assert outs[0].shape == (1, 32, 32, 16) and outs[0].dtype == torch.float32
+    assert type(outs[0]) is torch.Tensor                    # no MONAI metadata to collate
+    assert torch.equal(outs[0], outs[1])
+    assert not torch.equal(outs[0], outs[2])
+    assert outs[0].abs().max() <= 1.0 + 0.1 + 1e-6          # intensity shift at most 0.1
+
+
+def test_flip_prob_one_flips_every_axis():
+    x = volume((32, 32, 16))
+    chain = train_transform((32, 32, 16), flip_prob=1.0, scale_crop=(1.0, 1.0), intensity_shift_prob=0.0)
+    seed_transform(chain, 0)
+    assert torch.equal(apply(chain, x), torch.flip(x, dims=(1, 2, 3)))
+
+
+def test_intensity_shift_always_applied_is_a_constant_offset_within_range():
+    x = volume((32, 32, 16))
+    chain = train_transform((32, 32, 16), flip_prob=0.0, scale_crop=(1.0, 1.0), intensity_shift_prob=1.0)
+    seed_transform(chain, 3)
+    diff = apply(chain, x) - x
+    assert torch.allclose(diff, diff.flatten()[0].expand_as(diff), atol=1e-6)
+    assert 0 < diff.flatten()[0].abs() <= 0.1
+
+
+def test_pad_reflects_when_possible_and_uses_air_when_volume_too_small():
+    x = volume((30, 8, 6))
+    out = PadTo((32, 32, 16))(x)
+    assert out.shape == (1, 32, 32, 16)
+    # x: 1 voxel each side, reflect: plane 0 mirrors plane 1 (z: 5 each side of 6, still reflect)
+    assert torch.equal(out[:, 0, 12:20], PadTo((1, 1, 16))(x)[:, 1])
+    # y: 12 voxels each side of 8 is too much for reflect -> air
+    assert torch.all(out[:, :, :12] == AIR) and torch.all(out[:, :, 20:] == AIR)
+    assert not torch.any(out[:, :, 12:20] == AIR)
+    assert torch.all(PadTo((32, 32, 16), mode="constant")(volume((30, 32, 16)))[:, 0] == AIR)
+
+
+def test_eval_chain_is_a_deterministic_centre_crop():
+    x = volume((40, 36, 20))
+    out = apply(eval_transform((32, 32, 16)), x)
+    assert torch.equal(out, x[:, 4:36, 2:34, 2:18])
+    small = apply(eval_transform((32, 32, 16)), volume((8, 40, 20)))
+    assert small.shape == (1, 32, 32, 16)
+
+
+def test_chain_on_volume_smaller_than_crop_does_not_crash():
+    chain = train_transform((32, 32, 16))
+    for seed in range(5):
+        seed_transform(chain, seed)
+        assert apply(chain, volume((10, 12, 6))).shape == (1, 32, 32, 16)
+
+
+def test_helpers():
+    assert smaller_axes((40, 20, 16), (32, 32, 16)) == ["y"]
+    assert sample_seed(1, 0, 5) == sample_seed(1, 0, 5)
+    assert len({sample_seed(1, e, i) for e in range(3) for i in range(3)}) == 9
+    with pytest.raises(ValueError, match="scale_crop"):
+        train_transform((32, 32, 16), scale_crop=(0.9, 0.5))
+    with pytest.raises(ValueError, match="pad mode"):
+        PadTo((4, 4, 4), mode="edge")
