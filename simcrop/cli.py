@@ -121,6 +121,28 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    from simcrop.train.pretrain import pretrain
+
+    cfg = _config(args)
+    if args.init:
+        cfg.pretrain.init = args.init
+    out_dir = Path(args.out_dir or cfg.run_dir / "pretrain" / cfg.model.objective)
+    _write_resolved(cfg, out_dir / "pretrain.config.yaml")
+    summary = pretrain(cfg, cfg.run_dir, out_dir, max_steps=args.max_steps, keep_every=cfg.pretrain.keep_every,
+                       pad_mode=cfg.pretrain.pad_mode, progress=not args.quiet, device=args.device)
+    log.info("pre-training %s: %s", out_dir, summary)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from simcrop.train.export import export_encoder
+
+    out = export_encoder(Path(args.checkpoint), Path(args.out))
+    log.info("encoder weights (official key names, {'model': ...}) written to %s", out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simcrop",
@@ -169,6 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", help="manifest CSV (default: <run_dir>/manifest.csv)")
     p.add_argument("--out", help="output JSON lines (default: <run_dir>/sentences.jsonl)")
     p.add_argument("--quarantine", help="reports with no usable Findings (default: next to --out)")
+
+    p = add("pretrain", cmd_pretrain, "pre-train the vision encoder (model.objective: simcrop, mae, clip, ...)",
+            "Pre-train on the preprocessed train split with the objective in model.objective. Resumes "
+            "automatically from <out-dir>/checkpoints/last.pt; SIGTERM/Ctrl-C saves a checkpoint first. Uses "
+            "torchrun DDP when WORLD_SIZE is set, bf16 autocast on CUDA, fp32 on CPU. Writes metrics.json, "
+            "dvclive/ (one curve per loss term) and encoder.pt (official key names) when done.")
+    p.add_argument("--out-dir", help="default: <run_dir>/pretrain/<objective>")
+    p.add_argument("--init", help="start the encoder from this checkpoint ({'model': ...}, official key names)")
+    p.add_argument("--max-steps", type=int, help="stop after this many total steps (resumable later)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda:<LOCAL_RANK> when available, else cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("export", cmd_export, "write {'model': encoder state_dict} loadable by the official SimCroP code")
+    p.add_argument("checkpoint", help="a pre-training checkpoint (e.g. .../checkpoints/last.pt)")
+    p.add_argument("out", help="output .pt path")
 
     p = add("show", cmd_show, "PNG montage of a few cases with lesion outlines and their sentences")
     p.add_argument("--manifest")

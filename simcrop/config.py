@@ -114,6 +114,7 @@ class PretrainConfig:
     num_workers: int = 2
     precision: str = "auto"               # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
     checkpoint_every: int = 100           # steps; atomic, with optimiser/scheduler/RNG state
+    keep_every: int = 0                   # also keep checkpoints/step_XXXXXX.pt every N steps (0: last.pt only)
     log_every: int = 10
     grad_clip: float = 3.0
     init: str = ""                        # a checkpoint ({"model": ...}, official key names) to start from
@@ -121,6 +122,7 @@ class PretrainConfig:
     scale_crop: list = field(default_factory=lambda: [0.8, 1.0])
     intensity_shift: float = 0.1
     intensity_shift_prob: float = 0.1
+    pad_mode: str = "reflect"             # volumes smaller than the crop: reflect (air where too small) | constant
 
 
 @dataclass

@@ -13,6 +13,11 @@ TINY_CONFIG = {
     "preprocess": {"spacing": [6.0, 6.0, 10.0], "shard_size": 3},
     "data": {"val_fraction": 0.25},
     "show": {"n_cases": 2},
+    # A few steps of a very small model: this checks the wiring, not the learning (tests/model does that).
+    "model": {"img_size": [48, 48, 24], "patch_size": [16, 16, 8], "topk": 2, "decoder_depth": 1,
+              "text_decoder_layers": 1, "text_max_tokens": 128},
+    "pretrain": {"steps": 3, "batch_size": 2, "num_workers": 0, "checkpoint_every": 2, "log_every": 1,
+                 "warmup_steps": 1},
 }
 
 

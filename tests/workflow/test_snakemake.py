@@ -5,6 +5,7 @@ import sys
 import nibabel as nib
 import pandas as pd
 import pytest
+import torch
 
 from simcrop.data.manifest import read_manifest
 
@@ -40,6 +41,11 @@ def test_data_half_end_to_end(repo_root, tmp_path, tiny_config_file, run_tool):
     assert any(s["lesion_ids"] for row in lines for s in row["sentences"])
     assert (run / "figures" / "montage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((run / "logs" / "preprocess").glob("*.log")), "per-job logs missing"
+
+    metrics = json.loads((run / "pretrain" / "simcrop" / "metrics.json").read_text())
+    assert metrics["step"] == 3 and set(metrics["losses"]) >= {"image", "align", "report"}
+    exported = torch.load(run / "pretrain" / "simcrop" / "encoder.pt", weights_only=True)["model"]
+    assert "patch_embed.proj.weight" in exported and "blocks.0.attn.qkv.weight" in exported
 
     # Nothing changed: a second run has nothing to do.
     again = run_tool(snakemake(repo_root, work, tiny_config_file, "-n"), repo_root)

@@ -51,6 +51,21 @@ def run_dir_of_qc(wildcards, output):
     return os.path.dirname(output.qc)
 
 
+def pretrain_dir(wildcards, output):
+    return os.path.dirname(output.encoder)
+
+
+def pretrain_json(wildcards):
+    """Model + pretrain sections with the objective taken from the job's wildcard."""
+    picked = json.loads(section_json("model", "pretrain"))
+    picked["model"]["objective"] = wildcards.objective
+    return json.dumps(picked, sort_keys=True)
+
+
+def pretrain_targets():
+    return [f"{RUN}/pretrain/{CFG.model.objective}/encoder.pt"]
+
+
 def data_targets():
     return [
         f"{RUN}/qc.csv",

@@ -1,0 +1,25 @@
+# Pre-training: one job per objective (SimCroP, its batch-negative variant, and the baselines).
+
+
+wildcard_constraints:
+    objective="simcrop|simcrop_batchneg|mae|clip",
+
+
+rule pretrain:
+    input:
+        manifest=f"{RUN}/manifest.csv",
+        sentences=f"{RUN}/sentences.jsonl",
+        qc=f"{RUN}/qc.csv",
+    output:
+        encoder=f"{RUN}/pretrain/{{objective}}/encoder.pt",
+        metrics=f"{RUN}/pretrain/{{objective}}/metrics.json",
+    log:
+        f"{LOGS}/pretrain/{{objective}}.log",
+    params:
+        cfg=pretrain_json,
+        out_dir=pretrain_dir,
+    threads: workflow.cores
+    resources:
+        gpus=1,
+    shell:
+        "simcrop pretrain --set-json {params.cfg:q} --out-dir {params.out_dir} --quiet > {log} 2>&1"
