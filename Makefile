@@ -32,6 +32,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/preprocess.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/dag.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/train.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m simcrop_kernels.bench
 
 lint: $(STAMP)
