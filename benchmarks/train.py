@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import sys
 import json
+import sys
 import time
 
 import torch

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import findings_airways as A
 from . import phantom as P
 from .shapes import Frame, ellipsoid, smooth_noise, tube
 
@@ -16,7 +17,8 @@ PLANTABLE = {
     "Lung nodule": 0.45, "Arterial wall calcification": 0.3, "Coronary artery wall calcification": 0.25,
     "Lung opacity": 0.25, "Atelectasis": 0.2, "Pulmonary fibrotic sequela": 0.2, "Lymphadenopathy": 0.2,
     "Emphysema": 0.18, "Pleural effusion": 0.12, "Consolidation": 0.12, "Cardiomegaly": 0.1,
-    "Hiatal hernia": 0.1, "Medical material": 0.1, "Pericardial effusion": 0.07,
+    "Hiatal hernia": 0.1, "Medical material": 0.1, "Pericardial effusion": 0.07, "Bronchiectasis": 0.1,
+    "Peribronchial thickening": 0.1, "Mosaic attenuation pattern": 0.07, "Interlobular septal thickening": 0.07,
 }
 NORMAL_FRACTION = 0.35
 
@@ -40,6 +42,8 @@ class Planter:
         self.body: P.Body = ph["body"]
         self.mask = np.zeros(frame.shape, np.int16)
         self.records: list[dict] = []
+        self._lobe_voxels: dict[int, np.ndarray] = {}
+        self._lobe_extent: dict[int, list] = {}
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _commit(self, box, region, label, location, center, size_mm, hu=None, blend=None, **attrs):
@@ -67,7 +71,7 @@ class Planter:
     def _lung_point(self, lobe: int, margin_mm: float) -> np.ndarray | None:
         """Random point of a lobe with lung at ±margin along each axis (so the lesion sits in lung)."""
         fr = self.frame
-        cand = np.flatnonzero(self.lobes == lobe)
+        cand = self._voxels_of(lobe)
         if cand.size == 0:
             return None
         for _ in range(60):
@@ -77,6 +81,23 @@ class Planter:
             if all(self.tissue[tuple(fr.to_index(p))] == P.LUNG for p in probes):
                 return c
         return c
+
+    def _voxels_of(self, lobe: int) -> np.ndarray:
+        if lobe not in self._lobe_voxels:
+            self._lobe_voxels[lobe] = np.flatnonzero(self.lobes == lobe)
+        return self._lobe_voxels[lobe]
+
+    def segment(self, lobe: int, c) -> str:
+        """Bronchopulmonary segment name of a point of a lobe, from its position inside the lobe."""
+        if lobe not in self._lobe_extent:
+            cand = self._voxels_of(lobe)
+            i, j, k = np.unravel_index(cand[:: max(1, cand.size // 20000)], self.frame.shape)
+            fr = self.frame
+            self._lobe_extent[lobe] = [np.percentile(a, [5, 95]) if a.size else np.array([0.0, 1.0])
+                                       for a in (np.abs(fr.u[i]), fr.v[j], fr.w[k])]
+        fu, fv, fw = ((x - lo) / max(hi - lo, 1e-3) for x, (lo, hi) in
+                      zip((abs(c[0]), c[1], c[2]), self._lobe_extent[lobe]))
+        return _segment_name(lobe, fu, fv, fw)
 
     # -- planters ---------------------------------------------------------------------------------
     def nodule(self):
@@ -92,7 +113,7 @@ class Planter:
             _keep_center(m, box, self.frame, c)
             hu = {"solid": 35.0, "part-solid": -250.0, "calcified": 450.0}[kind]
             self._commit(box, m, "Lung nodule", P.LOBES[lobe], c, size, hu=hu + self._texture(m.shape, 12),
-                         kind=kind, lobe=lobe)
+                         kind=kind, lobe=lobe, segment=self.segment(lobe, c))
 
     def _patch(self, label, lobes, size_range, hu, blend, lumpy=0.4, **attrs):
         lobe = int(self.rng.choice(lobes))
@@ -105,7 +126,8 @@ class Planter:
         side = self.lobes[box] > 0
         same_side = (self.lobes[box] <= 3) if lobe <= 3 else (self.lobes[box] >= 4)
         self._commit(box, m & side & same_side, label, P.LOBES[lobe], c, size,
-                     hu=hu + self._texture(m.shape, 20), blend=blend, lobe=lobe, **attrs)
+                     hu=hu + self._texture(m.shape, 20), blend=blend, lobe=lobe, segment=self.segment(lobe, c),
+                     **attrs)
 
     def opacity(self):
         self._patch("Lung opacity", [1, 2, 3, 4, 5], (15, 55), -560.0, "max", pattern="ground-glass")
@@ -133,7 +155,7 @@ class Planter:
                 self.hu[box][m] = -60.0
             else:
                 self._commit(box, m, "Pulmonary fibrotic sequela", P.LOBES[lobe], c, length, hu=-60.0,
-                             lobe=lobe, pattern="linear")
+                             lobe=lobe, pattern="linear", segment=self.segment(lobe, c))
 
     def atelectasis(self):
         lobe = int(self.rng.choice([3, 5, 3, 5, 2]))
@@ -144,7 +166,8 @@ class Planter:
         box, m = ellipsoid(self.frame, c, [size / 2, 4.5, size / 4], rot_deg=self.rng.uniform(-30, 30),
                            lumpy=0.2, rng=self.rng)
         self._commit(box, m & (self.lobes[box] == lobe), "Atelectasis", P.LOBES[lobe], c, size, hu=25.0,
-                     lobe=lobe, pattern=str(self.rng.choice(["linear", "subsegmental", "plate-like"])))
+                     lobe=lobe, pattern=str(self.rng.choice(["linear", "subsegmental", "plate-like"])),
+                     segment=self.segment(lobe, c))
 
     def effusion(self):
         b, fr = self.body, self.frame
@@ -307,6 +330,24 @@ def _keep_center(m: np.ndarray, box, frame: Frame, center) -> None:
     m[tuple(np.clip(idx, 0, np.array(m.shape) - 1))] = True
 
 
+def _segment_name(lobe: int, fu: float, fv: float, fw: float) -> str:
+    """fu: lateral fraction, fv: anterior fraction, fw: inferior fraction of the point inside its lobe."""
+    if lobe == 1:
+        return "apical" if fw < 0.33 else "anterior" if fv > 0.5 else "posterior"
+    if lobe == 2:
+        return "lateral" if fu > 0.5 else "medial"
+    if lobe == 4:
+        return "apicoposterior" if fw < 0.3 else "inferior lingular" if fw > 0.72 else \
+            "superior lingular" if fw > 0.55 else "anterior"
+    if fw < 0.3:
+        return "superior"
+    if fv > 0.65:
+        return "anterior basal" if lobe == 3 else "anteromedial basal"
+    if fv < 0.3:
+        return "posterior basal"
+    return "lateral basal" if fu > 0.5 else ("medial basal" if lobe == 3 else "anteromedial basal")
+
+
 def _amount(x, small, large) -> str:
     return "minimal" if x < small * 0.7 else "small" if x < small else "moderate" if x < large else "large"
 
@@ -319,6 +360,9 @@ PLANTERS = {
     "Arterial wall calcification": Planter.aortic_calcification,
     "Coronary artery wall calcification": Planter.coronary_calcification,
     "Lymphadenopathy": Planter.lymph_node, "Hiatal hernia": Planter.hernia, "Medical material": Planter.material,
+    # after the focal findings: airway tubes, then septal lines and mosaic on the lung that is left
+    "Bronchiectasis": A.bronchiectasis, "Peribronchial thickening": A.peribronchial,
+    "Interlobular septal thickening": A.septal, "Mosaic attenuation pattern": A.mosaic,
 }
 
 
