@@ -46,7 +46,7 @@ class FolderAdapterConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"            # synthetic | ctrate | folder | manifest
+    dataset: str = "synthetic"            # synthetic | ctrate | folder | manifest | radchestct | ccccii | luna16 | btcv
     # dataset root (ctrate; synthetic: where `simcrop synthesize` writes it), or a prebuilt manifest CSV
     root: str = "data/synthetic"
     release: str = "auto"                 # CT-RATE release: auto | v1 | v2

@@ -1,7 +1,10 @@
 """Report text from planted findings: CT-RATE-style Findings, Impressions, clinical information, technique.
 
-Templates use a tiny grammar: `{a|b|c}` picks one alternative (innermost first, so they nest).
-Every positive sentence is tied to its lesion ids so the grounding ground truth can point at it.
+Templates (report_templates: positive findings; report_normals: normal statements, incidental findings,
+clinical information, technique) use a tiny grammar: `<macro>` expands first, `{slot}` fills a slot,
+`{a|b|c}` picks one alternative (innermost first, so they nest). Every positive sentence is tied to its
+lesion so the grounding ground truth can point at it. A report has 12–34 sentences (median ~19), organised
+by organ system like a real one, about a third of them negated, and never contradicts its own findings.
 """
 from __future__ import annotations
 
@@ -11,191 +14,152 @@ import numpy as np
 
 from simcrop.data.labels import MISSING_SECTION
 
+from .report_normals import (CLINICAL, INCIDENTAL, LABEL_KEYS, NORMAL_IMPRESSION, NORMALS, RECOMMEND,
+                             SECTION_ORDER, TECHNIQUE)
+from .report_templates import COUNT_WORDS, CORONARY, DEVICES, IMPRESSION, KIND_WORDS, MACROS, POSITIVE
+
 _CHOICE = re.compile(r"\{([^{}]*)\}")
+_SLOT = re.compile(r"\{(\w+)\}")
+_MACRO = re.compile("|".join(map(re.escape, MACROS)))
+_ARTICLE = re.compile(r"\b(a|an|A|An) ([\w.-]+)")
 NEGATION = re.compile(r"\b(no|not|without|neither|nor|absent)\b", re.I)
+
+SECTION_OF = {
+    "Lung nodule": "lung", "Lung opacity": "lung", "Consolidation": "lung", "Atelectasis": "lung",
+    "Pulmonary fibrotic sequela": "lung", "Emphysema": "lung", "Mosaic attenuation pattern": "lung",
+    "Peribronchial thickening": "lung", "Bronchiectasis": "lung", "Interlobular septal thickening": "lung",
+    "Pleural effusion": "pleura", "Pericardial effusion": "heart", "Cardiomegaly": "heart",
+    "Arterial wall calcification": "vessels", "Coronary artery wall calcification": "vessels",
+    "Lymphadenopathy": "lymph", "Hiatal hernia": "esophagus", "Medical material": "soft",
+}
+LOBE_NAMES = {"right upper lobe", "right middle lobe", "right lower lobe", "left upper lobe", "left lower lobe"}
+TWO_D = {"Lung nodule", "Lung opacity", "Consolidation", "Hiatal hernia"}     # sizes given as "12 x 9 mm"
+DEFAULTS = {"Atelectasis": "linear", "Emphysema": "centrilobular", "Hiatal hernia": "sliding",
+            "Bronchiectasis": "cylindrical", "Medical material": "catheter", "Lung nodule": "solid"}
 
 
 def expand(template: str, rng: np.random.Generator, **slots) -> str:
-    # slots first ({loc}: a bare word naming a slot), then the alternatives
-    text = re.sub(r"\{(\w+)\}", lambda m: str(slots[m.group(1)]) if m.group(1) in slots else m.group(0), template)
+    """Render one template: macros, then slots (their values may hold alternatives), then alternatives."""
+    text = _MACRO.sub(lambda m: MACROS[m.group(0)], template)
+    text = _SLOT.sub(lambda m: str(slots[m.group(1)]) if m.group(1) in slots else m.group(0), text)
     while True:
         text, n = _CHOICE.subn(lambda m: str(rng.choice(m.group(1).split("|"))), text)
         if n == 0:
             break
     text = re.sub(r"\s+", " ", text).strip()
+    text = re.sub(r"\s+([,.;:)?])", r"\1", text)
+    text = re.sub(r"([?!])\.", r"\1", text)
+    text = _ARTICLE.sub(lambda m: _article(m.group(1), m.group(2)), text)
     return text[0].upper() + text[1:]
 
 
-def _size(mm: float, rng: np.random.Generator) -> str:
-    """'12 mm', '1.2 cm', 'approx. 12 mm', '12x9 mm' — the spread of styles real reports use."""
-    style = rng.integers(0, 5)
+def _article(art: str, word: str) -> str:
+    w = word.lower()
+    if w[0].isdigit():
+        head = re.match(r"\d+", w).group(0)
+        vowel = head.startswith("8") or head in ("11", "18")
+    else:
+        vowel = w[0] in "aeio" or (w[0] == "u" and not w.startswith(("uni", "use", "usu")))
+    new = "an" if vowel else "a"
+    return f"{new.capitalize() if art[0].isupper() else new} {word}"
+
+
+def _size(mm: float, rng: np.random.Generator, two_d: bool = False) -> str:
+    """'12 mm', '1.2 cm', '12.4 mm', '12 x 9 mm': the spread of styles real reports use (no qualifier)."""
+    style = int(rng.integers(0, 6))
     if style == 0 and mm >= 10:
         return f"{mm / 10:.1f} cm"
-    if style == 1:
-        return f"approx. {mm:.0f} mm"
-    if style == 2 and mm >= 6:
-        return f"{mm:.0f}x{max(3, round(mm * rng.uniform(0.6, 0.9))):.0f} mm"
-    if style == 3:
-        return f"approximately {mm:.0f} mm"
-    return f"{mm:.0f} mm"
+    if style == 1 and two_d and mm >= 6:
+        sep = " x " if rng.random() < 0.6 else "x"
+        return f"{mm:.0f}{sep}{max(3, round(mm * rng.uniform(0.6, 0.9)))} mm"
+    if style == 2 and mm >= 3:
+        return f"{mm + rng.uniform(-0.4, 0.4):.1f} mm"
+    return f"{max(1, round(mm))} mm"
 
 
-# Positive templates per label. Slots: {loc} location, {size} formatted size, {amount}, {kind}, {pattern}.
-POSITIVE = {
-    "Lung nodule": [
-        "A {size} {kind} nodule {is|was} {observed|seen|detected|noted} in the {loc}.",
-        "{There is a|A} {kind} nodule {measuring|of} {size} in the {loc}.",
-        "In the {loc}, a {size} {kind} {nodule|nodular lesion} with {smooth|lobulated|well-defined|slightly irregular} contours is {seen|observed}.",
-        "{Nodule|Pulmonary nodule} {in the {loc}|located in the {loc}}, {measuring|approximately measuring} {size}.",
-    ],
-    "Lung opacity": [
-        "{Ground-glass|Ground glass} {opacity|density increase|areas} {is|are} {observed|seen|noted} in the {loc}, {measuring|extending over} {size}.",
-        "In the {loc}, a {patchy|focal|peripheral subpleural} ground-glass {opacity|density} of {size} {is noted|was observed}.",
-        "{Focal|Patchy} ground-glass {densities|opacities} {were|are} {detected|observed} in the {loc}, {compatible with|suggestive of} {infection|inflammation|an infectious process}.",
-    ],
-    "Consolidation": [
-        "{A consolidation area|An area of consolidation|Consolidation} {measuring|of} {size} {is|was} {observed|seen} in the {loc}, {with air bronchograms|with surrounding ground glass|compatible with pneumonia}.",
-        "In the {loc}, there is {a consolidated area|consolidation} {of about|measuring} {size}.",
-        "{Pneumonic|Dense} consolidation {is noted|was detected} in the {loc}, {approx.|approximately} {size} in {size|diameter|largest dimension}.",
-    ],
-    "Atelectasis": [
-        "{Linear|Subsegmental|Plate-like|Band-like} atelectasis {is|was} {observed|seen|noted} in the {loc}.",
-        "{Atelectatic|Subsegmental atelectatic} changes {are|were} {observed|present} in the {loc}, {measuring|extending} {size}.",
-        "In the {loc}, {passive|compressive|linear} atelectasis {is seen|was detected}.",
-    ],
-    "Pulmonary fibrotic sequela": [
-        "{Linear|Band-like|Fibrotic} {densities|sequelae changes|fibrotic bands} {are|were} {observed|seen} in the {loc}.",
-        "{Sequelae|Fibrotic sequela} {changes|densities} {were detected|are noted} in the {loc}, {likely post-inflammatory|in favor of old sequelae}.",
-        "In the {loc}, {linear|parenchymal} fibrotic {bands|strands} {are present|are observed}.",
-    ],
-    "Pleural effusion": [
-        "{A|An} {amount} pleural effusion {is|was} {observed|seen|detected} {on the {loc}|in the {loc} hemithorax}.",
-        "{Pleural effusion|Pleural fluid} {reaching|measuring} {size} in {depth|thickness} {is|was} {noted|observed} in the {loc} hemithorax.",
-        "In the {loc} hemithorax, {amount} pleural effusion {with passive atelectasis|is seen|was detected}.",
-    ],
-    "Pericardial effusion": [
-        "{A|An} {amount} pericardial effusion {reaching|measuring} {size} in thickness {is|was} {observed|noted}.",
-        "Pericardial {effusion|fluid} {of|measuring} {size} {is observed|was detected}, {amount} in amount.",
-    ],
-    "Cardiomegaly": [
-        "{The heart is enlarged|Heart size is increased|Cardiomegaly is present}, {with a cardiothoracic ratio of|cardiothoracic ratio} {ctr}.",
-        "{Heart dimensions|Heart contour and size} {are increased|are enlarged} {(cardiomegaly)|in favor of cardiomegaly}.",
-        "{Cardiomegaly|Enlarged heart} {is observed|was noted}, {transverse cardiac diameter approx.|with a transverse diameter of} {size}.",
-    ],
-    "Emphysema": [
-        "{Centrilobular|Paraseptal|Centriacinar} emphysematous changes {are|were} {observed|seen|noted} in {loc}.",
-        "{Emphysema|Emphysematous areas} {is|are} {present|noted|observed} in {loc}, {more prominent in the upper zones|mild in degree|moderate in degree}.",
-        "In {loc}, {low attenuation|low-density} areas {compatible with|consistent with} {pattern} emphysema {are observed|are seen}.",
-    ],
-    "Arterial wall calcification": [
-        "{Atherosclerotic|Calcific} {plaques|calcifications} {are|were} {observed|seen|noted} in the {wall of the {loc}|{loc} wall}.",
-        "{Mural|Atheromatous} calcific plaques {are present|were detected} in the {loc}.",
-        "{There are|We observed} {calcified|calcific} atherosclerotic {plaques|changes} in the {loc}.",
-    ],
-    "Coronary artery wall calcification": [
-        "{Calcific|Calcified} {plaques|atherosclerotic plaques} {are|were} {observed|seen} in the {coronary arteries|coronary artery walls}, {in the {loc}|along the {loc}}.",
-        "Coronary artery calcification {is|was} {noted|observed} in the {loc}.",
-        "{There are|We observed} {calcifications|calcific plaques} {along|in} the {loc} coronary {artery|arteries}.",
-    ],
-    "Lymphadenopathy": [
-        "{An enlarged|A pathologically enlarged|A} lymph node {measuring|with a short axis of} {size} {is|was} {observed|seen|detected} in the {loc} {region|station}.",
-        "{Lymphadenopathy|Lymph node enlargement} {is noted|was observed} in the {loc} {region|area}, {measuring|with a short axis of} {size}.",
-        "In the {loc} {region|station}, a {pathological-sized|enlarged} lymph node of {size} {is seen|was detected}.",
-    ],
-    "Hiatal hernia": [
-        "{A|An} {kind} hiatal hernia {is|was} {observed|seen|noted}.",
-        "{Hiatal hernia|Herniation of the stomach through the esophageal hiatus} {is observed|was detected}, {measuring|approx.} {size}.",
-    ],
-    "Medical material": [
-        "{kind} {observed|noted|seen}, {with its tip|its tip} {in the|projecting over the|at the level of the} {loc}.",
-        "{Postoperative|Post-surgical} {material|changes} {related to|compatible with} {kind} {are|were} {observed|noted} at the {loc}.",
-    ],
-}
-
-# Normal statements per report section: (topic, template). Topics are skipped when that label is positive.
-NORMALS = [
-    ("airway", None, "{Trachea and {both|the} main bronchi are {open|patent}|The trachea and main bronchi are {patent|open} and {normal in calibre|of natural width}}."),
-    ("airway", None, "No {occlusive|obstructive} pathology {was detected|is seen} in the trachea and {both|the} main bronchi."),
-    ("heart", "Cardiomegaly", "{Heart contour and size are {normal|natural}|Heart dimensions and compartments appear {natural|normal}|The heart is normal in size}."),
-    ("heart", "Pericardial effusion", "{No pericardial effusion {was detected|is seen}|Pericardial effusion was not detected|There is no pericardial {effusion|thickening}}."),
-    ("vessels", None, "{The widths of the mediastinal main vascular structures are {normal|natural}|Calibrations of mediastinal major vascular structures are {natural|normal}}."),
-    ("vessels", "Arterial wall calcification", "{No calcified atherosclerotic plaque {was observed|is seen} in the thoracic aorta|The thoracic aorta is of normal calibre{| without calcification}}."),
-    ("vessels", "Coronary artery wall calcification", "{No coronary artery calcification {is seen|was detected}|There is no evidence of coronary {artery calcification|calcific plaques}}."),
-    ("lymph", "Lymphadenopathy", "{No {pathologically enlarged|enlarged} lymph {node|nodes} {was|were} detected in the mediastinum{| and {bilateral|both} hilar regions}|No lymph node was observed in the mediastinum in pathological size and appearance}."),
-    ("lymph", None, "No lymph node was {observed|detected} in the {supraclavicular fossa|axillary regions} {in pathological size|with pathological size and appearance}."),
-    ("esophagus", "Hiatal hernia", "{The esophagus is within normal limits|No pathological increase in wall thickness was detected in the esophagus|Esophagus {calibration|course} {is|was} normal{| and no hiatal hernia is seen}}."),
-    ("pleura", "Pleural effusion", "{No pleural effusion{| or thickening} {was detected|is seen}|Pleural effusion-thickening was not detected in {both hemithorax|either hemithorax}|There is no evidence of pleural effusion}."),
-    ("lung", None, "{In the evaluation of both lung parenchyma, {the|} aeration is {normal|natural}|Both lungs are {normally|well} aerated}."),
-    ("lung", "Lung nodule", "{No {suspicious|pathological} nodule {or mass|} was detected in {both lungs|either lung}|There is no {suspicious|} pulmonary nodule or mass}."),
-    ("lung", "Consolidation", "{No {pneumonic infiltration|consolidation} {was detected|is observed} in {both lung parenchyma|either lung}|There is no evidence of consolidation}."),
-    ("lung", "Lung opacity", "{No ground-glass {opacity|density} was {observed|detected}|Ground-glass areas were not {observed|seen} in the lungs}."),
-    ("lung", "Emphysema", "{No emphysematous {changes|areas} {were|are} {seen|detected}|Lung parenchymal density is {normal|within normal limits}}."),
-    ("lung", "Atelectasis", "{No atelectasis {was detected|is seen}|There is no evidence of atelectasis or volume loss}."),
-    ("lung", None, "{The {interlobar|major} fissures {are|appear} {natural|normal}|Bronchial wall thickness is {normal|within normal limits}}."),
-    ("lung", None, "{Minimal|Mild} {dependent|gravity-dependent} density {increase|changes} {are|is} {observed|noted} in the {posterior|dependent} parts of both lungs{|, likely hypoventilation}."),
-    ("abdomen", None, "{Upper abdominal organs included in the sections are {normal|natural}|No significant pathology was detected in the {upper |}abdominal sections}."),
-    ("abdomen", None, "{In the sections passing through the upper part of the abdomen, {the |}{bilateral adrenal glands|liver and spleen} {appear|are} {natural|normal}|The liver{, gallbladder|} and spleen are {normal|unremarkable} in the {sections|included sections}}."),
-    ("abdomen", None, "No {upper abdominal|} free fluid{-collection|} was {observed|detected} in the sections."),
-    ("bone", None, "{No lytic-destructive lesion {was observed|is detected} in {the|} bone structures{| within the study area}|No obvious pathology was detected in bone structures}."),
-    ("bone", None, "{Degenerative changes {are observed|are seen} in the thoracic vertebrae|{Osteophytes|Mild spondylotic changes} are {noted|observed} in the thoracic {spine|vertebral corners}}."),
-    ("soft", None, "{The thyroid gland {is|appears} {normal|natural} in {size|the sections}|Thoracic wall soft tissues are {normal|unremarkable}}."),
-]
-NORMALS += [
-    ("airway", None, "The {trachea|tracheal lumen} {is|appears} {midline|centrally located} and {patent|of normal calibre} {throughout its course|down to the carina}."),
-    ("heart", None, "{Both|The} {cardiac chambers|heart chambers} {appear|are} {proportionate|natural in size} {on this non-contrast examination|within the limits of non-contrast CT}."),
-    ("vessels", None, "The {thoracic aorta|ascending aorta} {has|shows} a {normal calibre|natural diameter} {along its visualized course|of approximately 3 cm}."),
-    ("vessels", None, "The {pulmonary trunk|main pulmonary artery} {calibre is|diameter is} {within normal limits|normal}{|, measuring approximately 25 mm}."),
-    ("lymph", None, "Both {hila|hilar regions} {appear|are} {natural|normal} in {size|configuration} and {density|position} {bilaterally|on both sides}."),
-    ("lymph", None, "{Mediastinal|Paratracheal and subcarinal} lymph nodes {are|appear} {of normal size|within physiological limits}{| and shape}."),
-    ("esophagus", None, "{The esophagus|Esophageal wall thickness} {appears|is} {normal|within normal limits} {along its course|in the sections}{| through the thorax}."),
-    ("pleura", None, "The {costophrenic|costodiaphragmatic} {sinuses|recesses} {are|appear} {open|clear|sharp} {bilaterally|on both sides}{| on the coronal reformats}."),
-    ("pleura", None, "{The {right|left} hemidiaphragm|Both diaphragmatic domes} {is|are} {at the normal level|in normal position} with a {smooth|regular} contour."),
-    ("lung", None, "{Lung|Pulmonary} {vascular|vessel} {markings|structures} {are|appear} {normal|natural} in {distribution|calibre} {in both lungs|bilaterally}."),
-    ("lung", None, "{Evaluation was performed in|Images were reviewed in} {both|} {lung parenchymal|parenchymal} and {mediastinal|soft tissue} windows{| as usual}."),
-    ("lung", None, "The {segmental|subsegmental|lobar} bronchi {are|appear} {patent|open} {in both lungs|bilaterally} and {normal in calibre|of natural width}."),
-    ("abdomen", None, "The {visualized|included} portions of the {liver|spleen|adrenal glands|pancreas} {are|appear} {unremarkable|normal in size and density|natural}."),
-    ("abdomen", None, "{The gallbladder|Gallbladder} {is|appears} {natural|normal} {in the sections|in the included sections}{| and the biliary tree is not dilated}."),
-    ("bone", None, "{Vertebral|Thoracic vertebral} {body heights|bodies} {are preserved|are normal|are maintained}{| and the alignment is normal} {throughout|in the thoracic spine}."),
-    ("bone", None, "The {sternum|ribs|clavicles} and {other|the} {visible|included} {bone structures|bones} {appear|are} {intact|natural} {for the patient's age|in the sections}."),
-    ("soft", None, "{Breast|Axillary|Chest wall} {soft tissues|regions} {are|appear} {symmetric|natural} {bilaterally|on both sides}{| in the sections}."),
-    ("soft", None, "{Gynecomastia|Subcutaneous fat planes|Muscle planes} {appear|are} {preserved|natural} {in the thoracic wall|on both sides}."),
-]
-SECTION_ORDER = ["airway", "heart", "vessels", "lymph", "esophagus", "pleura", "lung", "abdomen", "bone", "soft"]
-SECTION_OF = {
-    "Lung nodule": "lung", "Lung opacity": "lung", "Consolidation": "lung", "Atelectasis": "lung",
-    "Pulmonary fibrotic sequela": "lung", "Emphysema": "lung", "Pleural effusion": "pleura",
-    "Pericardial effusion": "heart", "Cardiomegaly": "heart", "Arterial wall calcification": "vessels",
-    "Coronary artery wall calcification": "vessels", "Lymphadenopathy": "lymph", "Hiatal hernia": "esophagus",
-    "Medical material": "soft",
-}
-IMPRESSION = {
-    "Lung nodule": "{Nodule|Pulmonary nodule} in the {loc}{| ({size})}",
-    "Lung opacity": "Ground-glass {opacity|areas} in the {loc}",
-    "Consolidation": "{Consolidation|Pneumonic consolidation} in the {loc}",
-    "Atelectasis": "Atelectasis in the {loc}",
-    "Pulmonary fibrotic sequela": "{Fibrotic sequelae|Sequelae changes} in the {loc}",
-    "Pleural effusion": "{amount} {loc} pleural effusion",
-    "Pericardial effusion": "{amount} pericardial effusion",
-    "Cardiomegaly": "Cardiomegaly",
-    "Emphysema": "{Emphysema|Emphysematous changes} in {loc}",
-    "Arterial wall calcification": "{Atherosclerotic|Calcific} changes in the {loc}",
-    "Coronary artery wall calcification": "Coronary artery calcification",
-    "Lymphadenopathy": "{Lymphadenopathy|Enlarged lymph node} in the {loc} region",
-    "Hiatal hernia": "Hiatal hernia",
-    "Medical material": "{kind}",
-}
-CLINICAL = ["{Cough|Dyspnea|Shortness of breath}, {fever|chest pain} for {2|3|5|7|10} days.",
-            "Follow-up of {pulmonary nodule|known malignancy|pneumonia}.", "{Covid-19|COVID-19} {pneumonia|suspicion}?",
-            "{Chest pain|Hemoptysis}, {smoker|ex-smoker}, {evaluation|screening}.", "Preoperative evaluation.",
-            "{Lung cancer screening|Staging}, {50|60|70} pack-years."]
+def _lobe_phrase(lobe: str, segment: str | None, rng: np.random.Generator) -> str:
+    side, part = lobe.split(" ", 1)              # "right", "upper lobe"
+    plain = ["the {lobe}", "the {part} of the {side} lung", "the {side} lung {part}"][int(rng.integers(0, 3))]
+    plain = plain.format(lobe=lobe, part=part, side=side)
+    if not segment or rng.random() < 0.4:
+        return plain
+    if rng.random() < 0.5:
+        return f"the {segment} segment of {plain}"
+    return f"{plain} {segment} segment"
 
 
-def _slots(rec: dict, rng: np.random.Generator) -> dict:
-    at = rec["attrs"]
-    loc = rec["location"]
-    return {"loc": loc, "size": _size(rec["size_mm"], rng), "amount": at.get("amount", "small"),
-            "kind": str(at.get("kind", "")) or "solid",
-            "pattern": at.get("pattern", ""), "ctr": at.get("ctr", "")}
+def where(rec: dict, rng: np.random.Generator) -> str:
+    """The lesion's location as report text, with its determiner ("the …", "both …")."""
+    loc, label = rec["location"], rec["label"]
+    if label == "Coronary artery wall calcification":
+        return CORONARY.get(loc, f"the {loc}")
+    if label == "Lymphadenopathy":
+        return "the aortopulmonary window" if loc == "aortopulmonary window" else f"the {loc} {{region|station|area}}"
+    if loc in LOBE_NAMES:
+        return _lobe_phrase(loc, rec["attrs"].get("segment"), rng)
+    if loc.startswith("both"):
+        return loc
+    return f"the {loc}"
+
+
+def _key(rec: dict) -> str:
+    if rec["label"] != "Medical material":
+        return rec["label"]
+    kind = rec["attrs"].get("kind", "catheter")
+    return "Medical material/" + ("sternotomy wires" if kind == "sternotomy wires" else "catheter")
+
+
+def slots(rec: dict, rng: np.random.Generator) -> dict:
+    at, label = rec["attrs"], rec["label"]
+    kind = str(at.get("kind", "") or DEFAULTS.get(label, "solid"))
+    count = int(at.get("count", 3))
+    return {"where": where(rec, rng), "loc": rec["location"], "size": _size(rec["size_mm"], rng, label in TWO_D),
+            "kind": KIND_WORDS.get(kind, kind), "pattern": str(at.get("pattern", "") or DEFAULTS.get(label, "mild")),
+            "amount": at.get("amount", "small"), "ctr": at.get("ctr", "0.58"),
+            "side": rec["location"] if rec["location"] in ("right", "left") else "right",
+            "count": COUNT_WORDS.get(count, "{multiple|several|numerous}"),
+            "device": DEVICES.get(kind, DEVICES["catheter"])}
+
+
+def _end(text: str) -> str:
+    return text if text[-1] in ".?!" else text + "."
+
+
+def _pick_incidentals(rng: np.random.Generator) -> list[tuple]:
+    n = int(rng.choice([0, 1, 1, 2, 2, 3]))
+    out, tags = [], set()
+    for i in rng.permutation(len(INCIDENTAL)):
+        if len(out) == n:
+            break
+        tag = INCIDENTAL[i][1]
+        if tag and tag in tags:
+            continue
+        out.append(INCIDENTAL[i])
+        tags.add(tag)
+    return out
+
+
+def _pick_normals(rng, blocked: set, n_fill: int, n_fixed: int, n_neg_fixed: int) -> list[tuple[int, str, str]]:
+    """(template index, section, text) of `n_fill` normal statements; ~a third of the report negated."""
+    pool = []
+    for i, (section, excl, tpl) in enumerate(NORMALS):
+        keys = set(excl.split())
+        if keys & blocked:
+            continue
+        text = expand(tpl, rng)
+        pool.append((i, section, text, bool(NEGATION.search(text)), 4.0 if "*" in keys else 1.0))
+    share = float(np.clip(rng.normal(0.34, 0.06), 0.2, 0.5))
+    neg = [p for p in pool if p[3]]
+    aff = [p for p in pool if not p[3]]
+    want_neg = int(np.clip(round(share * (n_fill + n_fixed)) - n_neg_fixed, 0, min(n_fill, len(neg))))
+    want_aff = min(n_fill - want_neg, len(aff))
+    want_neg = min(len(neg), n_fill - want_aff)
+    chosen = []
+    for part, k in ((neg, want_neg), (aff, want_aff)):
+        if k:
+            w = np.array([p[4] for p in part])
+            chosen += [part[j] for j in rng.choice(len(part), size=k, replace=False, p=w / w.sum())]
+    return [(i, section, text) for i, section, text, _, _ in sorted(chosen)]
 
 
 def write_report(records: list[dict], rng: np.random.Generator, slice_mm: float, clinical_given: bool = True) -> dict:
@@ -205,51 +169,45 @@ def write_report(records: list[dict], rng: np.random.Generator, slice_mm: float,
     """
     positives = {rec["label"] for rec in records}
     target = int(np.clip(np.round(rng.normal(19, 4.5)), 12, 34))
-    by_section: dict[str, list] = {s: [] for s in SECTION_ORDER}
+    incidentals = _pick_incidentals(rng)
+    blocked = {k for k, v in LABEL_KEYS.items() if v in positives} | {inc[1] for inc in incidentals if inc[1]}
+    fixed: list[tuple[str, str, dict | None]] = []           # (section, text, record) of findings
     for rec in records:
-        by_section[SECTION_OF[rec["label"]]].append(("pos", rec))
-    normals = [n for n in NORMALS if n[1] not in positives]
-    n_fill = max(0, target - len(records))
-    # negations are ~a third of real report sentences: weight affirmative normal statements up
-    weight = np.array([1.0 if NEGATION.search(tpl) else 1.2 for _, _, tpl in normals])
-    picks = rng.choice(len(normals), size=min(n_fill, len(normals)), replace=False, p=weight / weight.sum())
-    for i in sorted(picks):
-        topic, _, tpl = normals[i]
-        by_section[topic].append(("normal", tpl))
-    while sum(len(v) for v in by_section.values()) < target:       # long reports repeat topics, reworded
-        topic, _, tpl = normals[int(rng.integers(len(normals)))]
-        by_section[topic].append(("normal", tpl))
+        tpl = str(rng.choice(POSITIVE[_key(rec)]))
+        fixed.append((SECTION_OF[rec["label"]], expand(tpl, rng, **slots(rec, rng)), rec))
+    for section, _, tpl, _ in incidentals:
+        fixed.append((section, expand(tpl, rng), None))
+    n_fill = max(0, target - len(fixed))
+    n_neg_fixed = sum(bool(NEGATION.search(text)) for _, text, _ in fixed)
+    normals = _pick_normals(rng, blocked, n_fill, len(fixed), n_neg_fixed)
     sentences: list[tuple[str, dict | None]] = []
     for section in SECTION_ORDER:
-        for kind, item in by_section[section]:
-            if kind == "pos":
-                tpl = str(rng.choice(POSITIVE[item["label"]]))
-                sentences.append((expand(tpl, rng, **_slots(item, rng)), item))
-            else:
-                text = expand(item, rng)
-                if text not in (s for s, _ in sentences):
-                    sentences.append((text, None))
+        items: list[tuple[str, dict | None]] = [(text, None) for _, s, text in normals if s == section]
+        for s, text, rec in fixed:                            # findings sit among their section's statements
+            if s == section:
+                items.insert(int(rng.integers(0, len(items) + 1)), (text, rec))
+        for text, rec in items:
+            if rec is not None or text not in (t for t, _ in sentences):
+                sentences.append((text, rec))
     findings, pos = [], 0
     for text, rec in sentences:
         if rec is not None:
             rec["sentence"], rec["sentence_span"] = text, [pos, pos + len(text)]
         findings.append(text)
         pos += len(text) + 1
-    if records:
-        seen, parts = set(), []
-        for rec in records:
-            key = (rec["label"], rec["location"])
-            if key not in seen:
-                seen.add(key)
-                parts.append(expand(IMPRESSION[rec["label"]], rng, **_slots(rec, rng)) + ".")
-        impressions = " ".join(parts)
-    else:
-        impressions = expand("{No significant pathology was detected in the thorax|Examination within normal limits"
-                             "|No acute cardiopulmonary pathology|Normal chest CT}.", rng)
+    parts, seen = [], set()
+    for rec in records:
+        key = (rec["label"], rec["location"])
+        if key not in seen:
+            seen.add(key)
+            parts.append(_end(expand(str(rng.choice(IMPRESSION[_key(rec)])), rng, **slots(rec, rng))))
+    if not records:
+        parts.append(expand(str(rng.choice(NORMAL_IMPRESSION)), rng))
+    parts += [_end(expand(imp, rng)) for _, _, _, imp in incidentals if imp and rng.random() < 0.6]
+    if rng.random() < 0.25:
+        parts.append(expand(str(rng.choice(RECOMMEND)), rng))
     clinical = expand(str(rng.choice(CLINICAL)), rng) if clinical_given else MISSING_SECTION
-    technique = MISSING_SECTION if rng.random() < 0.05 else expand(
-        "{Non-contrast|Unenhanced} {multislice|multidetector} {axial|helical} images of the {thorax|chest} were obtained"
-        f" with {slice_mm:g} mm slice thickness, {{and|}} {{coronal and sagittal reformats were reviewed|"
-        "evaluated in lung and mediastinal windows}.", rng)
-    return {"Findings_EN": " ".join(findings), "Impressions_EN": impressions,
+    technique = MISSING_SECTION if rng.random() < 0.05 else \
+        expand(str(rng.choice(TECHNIQUE)), rng, slice=f"{slice_mm:g}")
+    return {"Findings_EN": " ".join(findings), "Impressions_EN": " ".join(parts),
             "ClinicalInformation_EN": clinical, "Technique_EN": technique}
