@@ -42,3 +42,12 @@ def test_dvc_repro_in_a_fresh_clone(repo_root, tmp_path, run_tool, tiny_config):
 
     again = run_tool(["dvc", "repro"], clone)
     assert "didn't change" in again.stdout or "up to date" in again.stdout
+    assert "Running stage" not in again.stdout
+
+    # A pre-training param changes: only the pretrain stage runs again.
+    config = yaml.safe_load((clone / "config" / "config.yaml").read_text())
+    config["pretrain"]["steps"] += 1
+    (clone / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    changed = run_tool(["dvc", "repro"], clone).stdout
+    assert "Running stage 'pretrain'" in changed
+    assert "Running stage 'data'" not in changed
