@@ -1,8 +1,13 @@
 """Ingest: dataset on disk → one manifest (simcrop/data/manifest.py) + a JSON report of what was found and skipped.
 
 `cfg.dataset` picks the adapter: `ctrate` and `synthetic` (a corpus laid out like CT-RATE v2, plus lesion
-ground truth) → adapters/ctrate.py; `folder` → adapters/folder.py; `manifest` → a prebuilt manifest at
-`cfg.root`, validated and copied. Splits are then assigned per patient (never per volume).
+ground truth) → adapters/ctrate.py; `folder` → adapters/folder.py; `radchestct`, `ccccii`, `luna16`, `btcv`
+→ adapters/<name>.py (their on-disk conventions are in each module); `manifest` → a prebuilt manifest at
+`cfg.root`, validated and copied. Splits are then assigned per patient (never per volume); a dataset with
+its own validation split (RadChestCT's official files) keeps it and no further `val` is held out.
+
+Files an adapter derives from the dataset (CC-CCII slice stacks as .npz, LUNA16 lung masks remapped to
+NIfTI) go beside the manifest, in `<manifest folder>/<dataset>_derived/`, never into the dataset root.
 """
 from __future__ import annotations
 
@@ -13,12 +18,24 @@ from pathlib import Path
 import pandas as pd
 
 from simcrop.config import DataConfig
+from simcrop.data.adapters.btcv import read_btcv
+from simcrop.data.adapters.ccccii import read_ccccii
 from simcrop.data.adapters.ctrate import add_synthetic_extras, read_ctrate
 from simcrop.data.adapters.folder import read_folder
+from simcrop.data.adapters.luna16 import read_luna16
+from simcrop.data.adapters.radchestct import read_radchestct
 from simcrop.data.manifest import SPLITS, read_manifest, write_manifest
 from simcrop.io import write_json_atomic
 
 log = logging.getLogger(__name__)
+
+
+DATASETS = ("synthetic", "ctrate", "folder", "manifest", "radchestct", "ccccii", "luna16", "btcv")
+
+
+def derived_dir(manifest_out: Path, dataset: str) -> Path:
+    """Where an adapter writes files it derives from the dataset: beside the manifest, not in the dataset."""
+    return Path(manifest_out).parent / f"{dataset}_derived"
 
 
 def _rank(patient_id: str, seed: int) -> str:
@@ -66,21 +83,30 @@ def ingest(cfg: DataConfig, manifest_out: Path, report_out: Path) -> dict:
             stats["missing_lesion_records"] = add_synthetic_extras(rows, cfg.root)
     elif cfg.dataset == "folder":
         rows, stats = read_folder(cfg.folder, images=cfg.folder.images or cfg.root)
+    elif cfg.dataset == "radchestct":
+        rows, stats = read_radchestct(cfg.root)
+    elif cfg.dataset == "ccccii":
+        rows, stats = read_ccccii(cfg.root, cache_dir=derived_dir(manifest_out, cfg.dataset))
+    elif cfg.dataset == "luna16":
+        rows, stats = read_luna16(cfg.root, mask_dir=derived_dir(manifest_out, cfg.dataset))
+    elif cfg.dataset == "btcv":
+        rows, stats = read_btcv(cfg.root)
     elif cfg.dataset == "manifest":
         frame = read_manifest(cfg.root)
         stats = dict(found=len(frame), empty_findings=int((frame["findings"].str.strip() == "").sum()))
         rows = frame
     else:
-        raise ValueError(f"data.dataset must be synthetic, ctrate, folder or manifest, got {cfg.dataset!r}")
+        raise ValueError(f"data.dataset must be one of {DATASETS}, got {cfg.dataset!r}")
     if not len(rows):
         raise ValueError(f"{cfg.root}: no usable volumes found for dataset {cfg.dataset!r} ({stats})")
     stats.setdefault("release", "")
     stats.setdefault("release_detection", f"not applicable to dataset {cfg.dataset!r}")
+    val_fraction = 0.0 if stats.get("official_val") else cfg.val_fraction
     if isinstance(rows, list):
-        rows = assign_splits(rows, cfg.val_fraction, cfg.split_seed)
+        rows = assign_splits(rows, val_fraction, cfg.split_seed)
     frame = write_manifest(manifest_out, rows)
     report = dict(dataset=cfg.dataset, root=str(cfg.root), manifest=str(manifest_out), volumes=len(frame),
-                  val_fraction=cfg.val_fraction, split_seed=cfg.split_seed, splits=split_counts(frame), **stats)
+                  val_fraction=val_fraction, split_seed=cfg.split_seed, splits=split_counts(frame), **stats)
     write_json_atomic(report_out, report)
     log.info("manifest %s: %d volumes, splits %s", manifest_out, len(frame),
              {s: c["volumes"] for s, c in report["splits"].items()})
