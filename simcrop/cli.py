@@ -50,6 +50,10 @@ def cmd_synthesize(args) -> int:
     cfg = _config(args)
     root = Path(args.out or cfg.data.root)
     summary = generate_corpus(root, cfg.synthesize, progress=not args.quiet)
+    if cfg.synthesize.downstream_samples:
+        from simcrop.data.synthetic.downstream import write_downstream_samples
+
+        summary["downstream"] = write_downstream_samples(root / "downstream", cfg.synthesize.seed)
     _write_resolved(cfg, root / "synthesize.config.yaml")
     log.info("synthetic corpus in %s: %s", root, summary)
     return 0

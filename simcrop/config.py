@@ -32,6 +32,7 @@ class SynthesizeConfig:
     preset: str = "small"                 # small (CPU demo) | ctrate (512 x 512 x ~200, ~0.7 mm)
     seed: int = 0
     workers: int = 2
+    downstream_samples: bool = True       # also write small RadChestCT/CC-CCII/LUNA16/BTCV-format sets
 
 
 @dataclass

@@ -41,6 +41,8 @@ def test_data_half_end_to_end(repo_root, tmp_path, tiny_config_file, run_tool):
     assert any(s["lesion_ids"] for row in lines for s in row["sentences"])
     assert (run / "figures" / "montage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((run / "logs" / "preprocess").glob("*.log")), "per-job logs missing"
+    downstream = work / "data" / "synthetic" / "downstream"
+    assert {p.name for p in downstream.iterdir()} >= {"radchestct", "ccccii", "luna16", "btcv"}
 
     metrics = json.loads((run / "pretrain" / "simcrop" / "metrics.json").read_text())
     assert metrics["step"] == 3 and set(metrics["losses"]) >= {"image", "align", "report"}
