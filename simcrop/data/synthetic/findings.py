@@ -287,8 +287,13 @@ class Planter:
             box, m = ellipsoid(self.frame, stations[name], radii, lumpy=0.1, rng=self.rng)
             t = self.tissue[box]
             m &= (t != P.AIRWAY) & (t != P.AORTA) & (t != P.CORTEX) & (t != P.MARROW) & (t != P.PA)
-            self._commit(box, m, "Lymphadenopathy", name, stations[name], short, hu=40.0 + self._texture(m.shape, 8),
-                         station=name)
+            rec = self._commit(box, m, "Lymphadenopathy", name, stations[name], short,
+                               hu=40.0 + self._texture(m.shape, 8), station=name)
+            if rec:     # airway or vessels may cut the node: its centre is its voxel nearest the station
+                fr, start = self.frame, np.array([s.start for s in box])
+                own = np.argwhere(self.mask[box] == rec["id"])
+                ijk = own[np.abs(own + start - fr.to_index(stations[name])).max(1).argmin()] + start
+                rec["center"] = [float(fr.u[ijk[0]]), float(fr.v[ijk[1]]), float(fr.w[ijk[2]])]
 
     def hernia(self):
         b = self.body

@@ -14,8 +14,8 @@ import numpy as np
 
 from simcrop.data.labels import MISSING_SECTION
 
-from .report_normals import (CLINICAL, INCIDENTAL, LABEL_KEYS, NORMAL_IMPRESSION, NORMALS, RECOMMEND,
-                             SECTION_ORDER, TECHNIQUE)
+from .report_incidental import CLINICAL, INCIDENTAL, NORMAL_IMPRESSION, RECOMMEND, TECHNIQUE
+from .report_normals import LABEL_KEYS, NORMALS, SECTION_ORDER
 from .report_templates import COUNT_WORDS, CORONARY, DEVICES, IMPRESSION, KIND_WORDS, MACROS, POSITIVE
 
 _CHOICE = re.compile(r"\{([^{}]*)\}")

@@ -95,3 +95,36 @@ def test_label_rows_equal_planted_findings(corpus):
         if key in labels.index:
             planted = {les["label"] for les in line["lesions"]}
             assert {c for c in CTRATE_LABELS if labels.loc[key, c] == 1} == planted
+
+
+def test_airway_and_interstitial_findings_look_like_ct():
+    """Bronchiectasis: air lumen in a soft-tissue wall; peribronchial cuffs: soft tissue; septal lines and
+    mosaic patches: inside the lung, septa denser than lung, mosaic slightly darker than lung."""
+    new = ["Bronchiectasis", "Peribronchial thickening", "Interlobular septal thickening", "Mosaic attenuation pattern"]
+    seen = set()
+    for seed in range(3):
+        rng = np.random.default_rng([12, seed])
+        grid, place = draw_grid(PRESETS["small"], rng)
+        anatomy = draw_anatomy(rng, place["z_apex"] - grid.origin[2])
+        frame = Frame(grid, **place)
+        ph = build_phantom(anatomy, frame, rng)
+        lung_hu = np.median(ph["hu"][ph["lobes"] > 0])
+        mask, records = plant(ph, frame, new, rng)
+        for r in records:
+            m = mask == r["id"]
+            hu, lobes = ph["hu"][m], ph["lobes"][m]
+            seen.add(r["label"])
+            assert np.mean(lobes > 0) > 0.9, r                       # in the lung
+            if r["label"] == "Bronchiectasis":
+                assert np.mean(hu < -900) > 0.2 and np.mean(hu > -100) > 0.2, r
+            elif r["label"] == "Peribronchial thickening":
+                assert np.median(hu) > -100, r
+            elif r["label"] == "Interlobular septal thickening":
+                assert lung_hu + 150 < np.median(hu) < 50, r
+                assert m.sum() < 0.3 * (ph["lobes"] > 0).sum(), r      # lines, not a filled region
+            else:
+                assert -960 < np.median(hu) < lung_hu - 20, r
+            if not r["location"].startswith("both"):
+                side = r["location"].split()[0]
+                assert np.all(np.isin(lobes, [1, 2, 3] if side == "right" else [4, 5])), r
+    assert seen == set(new)
