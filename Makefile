@@ -26,7 +26,7 @@ demo: $(STAMP)
 	@echo "demo finished: outputs under results/demo/ (montage: results/demo/figures/montage.png)"
 
 test: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH TRITON_INTERPRET=1 $(BIN)/python -m pytest -q
 
 # Measurements, not tests: each prints ratios against a baseline run in the same process.
 bench: $(STAMP)

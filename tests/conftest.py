@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
+# Triton reads TRITON_INTERPRET when its @jit functions are defined, i.e. at the first `import triton`,
+# which any test module may trigger (torch, transformers and MONAI probe for it). Set it before all of
+# them so the kernel tests run in the CPU interpreter; `backend="auto"` never picks the interpreter.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SIMCROP_SHARED_DATA", REPO.parent / "shared" / "data"))
