@@ -19,7 +19,5 @@ rule pretrain:
         cfg=pretrain_json,
         out_dir=pretrain_dir,
     threads: workflow.cores
-    resources:
-        gpus=1,
     shell:
         "simcrop pretrain --set-json {params.cfg:q} --out-dir {params.out_dir} --quiet > {log} 2>&1"
