@@ -147,6 +147,35 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _evaluate(task: str, args) -> int:
+    from simcrop.evaluate.run import run_task
+
+    cfg = _config(args)
+    ev = cfg.evaluate
+    checkpoint = Path(args.checkpoint or cfg.run_dir / "pretrain" / cfg.model.objective / "checkpoints" / "last.pt")
+    out = Path(args.out or cfg.run_dir / "evaluate" / cfg.model.objective / f"{task}.json")
+    options = dict(split=ev.split, topk=ev.topk or None, batch_size=ev.batch_size, progress=not args.quiet)
+    if task == "zeroshot":
+        options.update(positive_template=ev.positive_template, negative_template=ev.negative_template)
+    if task == "grounding":
+        options.update(n_figures=ev.n_figures)
+    metrics = run_task(task, cfg, checkpoint, cfg.run_dir, out, **options)
+    log.info("%s → %s: %s", task, out, {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
+    return 0
+
+
+def cmd_zeroshot(args) -> int:
+    return _evaluate("zeroshot", args)
+
+
+def cmd_retrieve(args) -> int:
+    return _evaluate("retrieval", args)
+
+
+def cmd_ground(args) -> int:
+    return _evaluate("grounding", args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simcrop",
@@ -210,6 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "write {'model': encoder state_dict} loadable by the official SimCroP code")
     p.add_argument("checkpoint", help="a pre-training checkpoint (e.g. .../checkpoints/last.pt)")
     p.add_argument("out", help="output .pt path")
+
+    for name, func, text in (
+            ("zeroshot", cmd_zeroshot, "zero-shot classification: 'X is present.' vs 'X is not present.' "
+                                       "prompts scored by top-K sentence-patch similarity; AUROC per label"),
+            ("retrieve", cmd_retrieve, "report→volume and volume→report retrieval over the split with the "
+                                       "kernels' top-K scoring; recall@1/5/10 and MAP"),
+            ("ground", cmd_ground, "grounding on the synthetic corpus: share of each lesion sentence's top-K "
+                                   "patches inside its lesion and pointing game, vs chance; heat maps")):
+        p = add(name, func, text)
+        p.add_argument("--checkpoint", help="pre-training checkpoint (default: <run_dir>/pretrain/<objective>/"
+                                            "checkpoints/last.pt)")
+        p.add_argument("--out", help="metrics JSON (default: <run_dir>/evaluate/<objective>/<task>.json)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("show", cmd_show, "PNG montage of a few cases with lesion outlines and their sentences")
     p.add_argument("--manifest")

@@ -127,6 +127,17 @@ class PretrainConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """Zero-shot, retrieval and grounding (method.md §5; data fractions and probes come later)."""
+    split: str = "test"
+    topk: int = 0                         # 0: the checkpoint's model.topk
+    batch_size: int = 2                   # volumes per encoder batch
+    positive_template: str = "{label} is present."
+    negative_template: str = "{label} is not present."
+    n_figures: int = 4                    # grounding heat maps
+
+
+@dataclass
 class ShowConfig:
     n_cases: int = 4                      # cases in the README montage
 
@@ -141,6 +152,7 @@ class Config:
     sentences: SentencesConfig = field(default_factory=SentencesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     show: ShowConfig = field(default_factory=ShowConfig)
 
     @property
