@@ -15,14 +15,6 @@ from simcrop.data.manifest import empty_row, write_manifest
 CROP = (32, 32, 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_run(root, n=5, shapes=None, not_qc=(), no_findings=(), missing=(), affine=None):
     """n train volumes vol0.. plus one val volume; int16 HU including values outside [-1000, 1000]."""
     (root / "preprocessed" / "volumes").mkdir(parents=True)

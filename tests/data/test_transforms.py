@@ -8,14 +8,6 @@ from simcrop.data.transforms import (AIR, PadTo, apply, eval_transform, sample_s
                                      smaller_axes, train_transform)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def volume(shape=(40, 40, 20), seed=0):
     return torch.rand((1, *shape), generator=torch.Generator().manual_seed(seed)) * 2 - 1
 

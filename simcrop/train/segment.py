@@ -1,0 +1,249 @@
+"""UNETR segmentation fine-tuning and evaluation (method.md §5, the official `Down-stream/Segmentation`).
+
+Data: volumes `<run>/preprocessed/volumes/<id>.nii.gz` with label maps `preprocessed/masks/<id>.organ.nii.gz`
+(1 right lung, 2 left lung, 3 airway, 4 heart, 5 aorta, 6 bone) or `<id>.lesion.nii.gz` (any value > 0 is
+lesion). `classes` picks and orders the foreground classes; output channel 0 is background, channel k
+is classes[k - 1]; every other label becomes background. Default organ classes follow LUNA16's task:
+left lung, right lung, airway (trachea).
+
+Training: each step takes `batch_size` volumes, pads each to the crop with air (label 0), and cuts
+`samples_per_volume` crops by MONAI `RandCropByPosNegLabeld` (pos 1 : neg 1; negative centres only
+inside the scan, image > -1000 HU). No flips: they would swap left and right lungs. The whole UNETR
+(encoder included) trains with DiceCE (softmax, one-hot targets), AdamW lr 1e-4, weight decay 1e-5,
+linear warmup + cosine per step. Validation every `eval_every` steps and at the end by sliding-window
+inference (window = crop, overlap 0.5, air outside the volume); the best-val weights are tested.
+Dice per foreground class (`DiceMetric(include_background=False)`), per volume, averaged over volumes
+where the class is present in the ground truth (MONAI's ignore_empty); `mean_dice` averages the classes.
+Splits and the `val_is_test` option as in `simcrop.train.probe.split_ids`; data fractions are nested
+patient-level subsets of the training volumes (`nested_fractions`, by class presence).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
+from monai.metrics import DiceMetric
+from monai.networks.utils import one_hot
+from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd
+from tqdm import tqdm
+
+from simcrop.data.datasets import load_volume
+from simcrop.data.manifest import read_manifest
+from simcrop.data.transforms import AIR, sample_seed
+from simcrop.io import write_json_atomic
+from simcrop.model.unetr import UNETR
+from simcrop.train.optim import build_optimizer, build_scheduler, clip_gradients
+from simcrop.train.probe import build_encoder, nested_fractions, split_ids
+
+log = logging.getLogger(__name__)
+ORGAN_LABELS = {"right_lung": 1, "left_lung": 2, "airway": 3, "heart": 4, "aorta": 5, "bone": 6}
+DEFAULT_CLASSES = {"organ": ("left_lung", "right_lung", "airway"), "lesion": ("lesion",)}
+
+
+def remap_labels(mask: np.ndarray, label_map: str, classes: Sequence[str]) -> np.ndarray:
+    """Stored label map (X, Y, Z) -> uint8 with 0 background and k for classes[k - 1]."""
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    if label_map == "lesion":
+        if list(classes) != ["lesion"]:
+            raise ValueError(f"lesion masks have one class, 'lesion'; got {list(classes)}")
+        out[mask > 0] = 1
+        return out
+    if label_map != "organ":
+        raise ValueError(f"label_map must be 'organ' or 'lesion'; got {label_map!r}")
+    for k, name in enumerate(classes, 1):
+        if name not in ORGAN_LABELS:
+            raise ValueError(f"unknown organ class {name!r}; choose from {sorted(ORGAN_LABELS)}")
+        out[mask == ORGAN_LABELS[name]] = k
+    return out
+
+
+class SegmentationCases:
+    """Volumes and remapped label maps; with `in_memory` each is read once and kept (int16 / uint8, about
+    2.3 MB per demo volume; turn it off for large sets).
+
+    case(i) -> {"id", "image": (1, X, Y, Z) float32 scaled HU in [-1, 1], "label": (1, X, Y, Z) int64}.
+    """
+
+    def __init__(self, items: Sequence[tuple[str, str, str]], label_map: str, classes: Sequence[str],
+                 in_memory: bool = True, cache: dict | None = None):
+        self.items, self.label_map, self.classes = list(items), label_map, list(classes)
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        if in_memory:
+            self._cache = {} if cache is None else cache
+
+    def subset(self, ids: Sequence[str]) -> "SegmentationCases":
+        """The cases named in ids, sharing this one's memory cache."""
+        by_id = {item[0]: item for item in self.items}
+        return SegmentationCases([by_id[v] for v in ids], self.label_map, self.classes,
+                                 self._cache is not None, self._cache)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _label(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(remap_labels(np.asanyarray(nib.load(self.items[i][2]).dataobj), self.label_map,
+                                             self.classes))[None]
+
+    def case(self, i: int) -> dict:
+        vid, image_path, label_path = self.items[i]
+        if self._cache is not None and vid in self._cache:
+            image, label = self._cache[vid]
+        else:
+            image, label = (load_volume(image_path) * 1000).round().to(torch.int16), self._label(i)
+            if label.shape != image.shape:
+                raise ValueError(f"{label_path}: label shape {tuple(label.shape[1:])} != image shape "
+                                 f"{tuple(image.shape[1:])}")
+            if self._cache is not None:
+                self._cache[vid] = (image, label)
+        return {"id": vid, "image": image.float() / 1000.0, "label": label.long()}
+
+    def presence(self) -> np.ndarray:
+        """(N, K) 0/1: which foreground classes each case contains (reads the label maps only)."""
+        k = np.arange(1, len(self.classes) + 1)
+        return np.stack([np.isin(k, np.unique(self._label(i).numpy())).astype(float) for i in range(len(self))])
+
+
+def crop_sampler(crop: Sequence[int], samples_per_volume: int) -> Compose:
+    crop = tuple(int(s) for s in crop)
+    return Compose([
+        SpatialPadd("image", crop, value=AIR), SpatialPadd("label", crop, value=0),
+        RandCropByPosNegLabeld(["image", "label"], label_key="label", spatial_size=crop, pos=1, neg=1,
+                               num_samples=samples_per_volume, image_key="image", image_threshold=AIR),
+    ])
+
+
+def _plain(x) -> torch.Tensor:
+    return x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
+
+
+@torch.no_grad()
+def segment_dice(model: UNETR, cases: SegmentationCases, overlap: float = 0.5, sw_batch_size: int = 2,
+                 progress: bool = False) -> dict:
+    """Sliding-window Dice per foreground class -> {"mean_dice", "dice": {class: float | None}, "n_volumes"}."""
+    model.eval()
+    n_classes = len(cases.classes) + 1
+    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
+    device = next(model.parameters()).device
+    for i in tqdm(range(len(cases)), desc="segment eval", disable=not progress):
+        case = cases.case(i)
+        logits = sliding_window_inference(case["image"][None].to(device), model.img_size, sw_batch_size, model,
+                                          overlap=overlap, cval=AIR)
+        pred = one_hot(logits.argmax(1, keepdim=True), n_classes)
+        metric(y_pred=pred.cpu(), y=one_hot(case["label"][None], n_classes))
+    per = metric.aggregate().tolist() if len(cases) else [float("nan")] * (n_classes - 1)
+    dice = {name: (None if math.isnan(v) else float(v)) for name, v in zip(cases.classes, per)}
+    scored = [v for v in dice.values() if v is not None]
+    return {"mean_dice": float(np.mean(scored)) if scored else None, "dice": dice, "n_volumes": len(cases)}
+
+
+def train_segmentation(model: UNETR, train: SegmentationCases, val: SegmentationCases, steps: int = 500,
+                       batch_size: int = 2, samples_per_volume: int = 2, lr: float = 1e-4, min_lr: float = 1e-6,
+                       weight_decay: float = 1e-5, warmup_steps: int | None = None, eval_every: int = 100,
+                       grad_clip: float = 1.0, overlap: float = 0.5, seed: int = 0,
+                       progress: bool = True) -> tuple[UNETR, dict]:
+    """Fine-tune `model` for `steps` steps; keep the weights with the best val mean Dice.
+
+    Returns (model at its best evaluation, {"best_step", "val_mean_dice", "history": [(step, val, loss)]}).
+    """
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"need training and validation volumes; got {len(train)} and {len(val)}")
+    sampler = crop_sampler(model.img_size, samples_per_volume)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    optimizer = build_optimizer(model, lr, weight_decay, betas=(0.9, 0.999))
+    warmup = max(1, steps // 10) if warmup_steps is None else warmup_steps
+    scheduler = build_scheduler(optimizer, lr, min(min_lr, lr), warmup, steps)
+    gen = np.random.default_rng(seed)
+    best, best_state, best_step, history, running = -math.inf, None, -1, [], []
+    bar = tqdm(range(steps), desc="segment train", disable=not progress)
+    for step in bar:
+        model.train()
+        images, labels = [], []
+        for j, i in enumerate(gen.choice(len(train), size=batch_size, replace=len(train) < batch_size)):
+            sampler.set_random_state(seed=sample_seed(seed, step, j))
+            for crop in sampler(train.case(int(i))):
+                images.append(_plain(crop["image"]))
+                labels.append(_plain(crop["label"]))
+        device = next(model.parameters()).device
+        loss = loss_fn(model(torch.stack(images).float().to(device)), torch.stack(labels).to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_gradients(model, grad_clip)
+        optimizer.step()
+        scheduler.step()
+        running.append(loss.item())
+        bar.set_postfix(loss=f"{running[-1]:.3f}")
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            dice = segment_dice(model, val, overlap)["mean_dice"]      # None: no class present in val
+            history.append((step + 1, dice, float(np.mean(running))))
+            log.info("segment step %d: train loss %.4f, val mean Dice %s", step + 1, np.mean(running), dice)
+            running = []
+            score = -math.inf if dice is None else dice
+            if score > best or best_state is None:
+                best, best_step = score, step + 1
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return model, {"best_step": best_step, "val_mean_dice": None if best == -math.inf else best, "history": history}
+
+
+def segmentation_cases(run_dir, ids: Sequence[str], label_map: str, classes: Sequence[str],
+                       in_memory: bool = True) -> SegmentationCases:
+    pre = Path(run_dir) / "preprocessed"
+    items = [(v, str(pre / "volumes" / f"{v}.nii.gz"), str(pre / "masks" / f"{v}.{label_map}.nii.gz")) for v in ids]
+    return SegmentationCases(items, label_map, classes, in_memory)
+
+
+def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, label_map: str = "organ",
+                          classes: Sequence[str] | None = None, fractions=(0.1, 1.0), steps: int = 500,
+                          crop: Sequence[int] = (96, 96, 48), protocol: str = "holdout", batch_size: int = 2,
+                          samples_per_volume: int = 2, lr: float = 1e-4, eval_every: int = 100,
+                          feature_size: int = 16, seed: int = 0, vit_overrides: dict | None = None,
+                          in_memory: bool = True, max_eval_volumes: int | None = None, progress: bool = True) -> dict:
+    """Fine-tune UNETR from `encoder_path` (None: random init) per data fraction; test Dice -> out_json.
+
+    max_eval_volumes caps the val and test volumes (first N of each split; CPU demos only: a 96 x 96 x 48
+    window takes ~2 s on two CPU cores). The JSON's "n" gives the counts used.
+    """
+    run_dir, out_json = Path(run_dir), Path(out_json)
+    classes = list(classes or DEFAULT_CLASSES[label_map])
+    manifest = read_manifest(run_dir / "manifest.csv")
+    ok = set(pd.read_csv(run_dir / "qc.csv", usecols=["volume_id"], dtype=str)["volume_id"])
+    pre = run_dir / "preprocessed"
+    has = manifest["volume_id"].map(lambda v: (pre / "volumes" / f"{v}.nii.gz").exists()
+                                    and (pre / "masks" / f"{v}.{label_map}.nii.gz").exists())
+    manifest = manifest[manifest["volume_id"].isin(ok) & has]
+    splits = split_ids(manifest, protocol, cfg.data.val_fraction, cfg.data.split_seed)
+    if max_eval_volumes is not None:
+        splits.update({s: splits[s][:max_eval_volumes] for s in ("val", "test")})
+    cases = {s: segmentation_cases(run_dir, splits[s], label_map, classes, in_memory) for s in splits}
+    patients = dict(zip(manifest["volume_id"], manifest["patient_id"]))
+    subsets = nested_fractions(splits["train"], [patients[v] for v in splits["train"]], fractions, seed,
+                               cases["train"].presence())
+    results = {}
+    for f, subset in subsets.items():
+        model = UNETR(build_encoder(cfg.model, crop, encoder_path, vit_overrides, seed), len(classes) + 1,
+                      feature_size=feature_size)
+        train = cases["train"].subset(subset)
+        model, info = train_segmentation(model, train, cases["val"], steps, batch_size, samples_per_volume, lr,
+                                         eval_every=eval_every, seed=seed, progress=progress)
+        test = segment_dice(model, cases["test"], progress=progress)
+        results[f"{100 * f:g}"] = {"fraction": f, "n_train": len(subset),
+                                   "n_train_patients": len({patients[v] for v in subset}),
+                                   "best_step": info["best_step"], "val_mean_dice": info["val_mean_dice"],
+                                   "history": info["history"], "test": test}
+        log.info("segment %g%%: n_train %d, val mean Dice %s, test mean Dice %s", 100 * f, len(subset),
+                 info["val_mean_dice"], test["mean_dice"])
+    metrics = {"label_map": label_map, "classes": classes, "protocol": protocol,
+               "encoder": str(encoder_path) if encoder_path else "random", "crop": list(crop), "steps": steps,
+               "lr": lr, "batch_size": batch_size, "samples_per_volume": samples_per_volume,
+               "feature_size": feature_size, "seed": seed, "n": {s: len(splits[s]) for s in splits},
+               "fractions": results}
+    write_json_atomic(out_json, metrics)
+    return metrics

@@ -1,0 +1,172 @@
+"""Linear probe: nested patient-level fractions, splits and protocols, a planted signal that a frozen
+(random-init or loaded) encoder's features separate, a shuffled-label control, and the feature cache."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from simcrop.config import from_dict
+from simcrop.data.manifest import empty_row, write_manifest
+from simcrop.model.vit3d import build_vit
+from simcrop.train import probe
+from simcrop.train.probe import (evaluate_probe, extract_features, nested_fractions, probe_metrics, split_ids,
+                                 train_probe)
+
+TINY = {"embed_dim": 48, "depth": 2, "num_heads": 3}
+MODEL = {"model": {"img_size": [32, 32, 16], "patch_size": [16, 16, 8]}}
+
+
+def write_blob_run(root: Path, n_patients: int = 100, shape=(36, 36, 18), seed: int = 0) -> Path:
+    """One volume per patient (two for every fourth); label Blob = a bright sphere inside the centre
+    crop; label Coin = a fair coin (no image signal). Splits: 60 % train, 20 % val, 20 % test patients."""
+    rng = np.random.default_rng(seed)
+    (root / "preprocessed" / "volumes").mkdir(parents=True)
+    grid = np.stack(np.meshgrid(*[np.arange(d) for d in shape], indexing="ij"))
+    rows = []
+    for p in range(n_patients):
+        split = "train" if p < 0.6 * n_patients else "val" if p < 0.8 * n_patients else "test"
+        for v in range(2 if p % 4 == 0 else 1):
+            vid = f"p{p}_v{v}"
+            blob = (p + v) % 2
+            hu = rng.normal(-700, 120, shape)
+            if blob:
+                centre = rng.uniform([12, 12, 6], [24, 24, 12])
+                r = np.sqrt((((grid.T - centre) / [1, 1, 0.5]) ** 2).sum(-1)).T
+                hu[r < 8] = 700
+            nib.save(nib.Nifti1Image(np.clip(hu, -1000, 1000).astype(np.int16), np.diag([3.0, 3.0, 6.0, 1.0])),
+                     root / "preprocessed" / "volumes" / f"{vid}.nii.gz")
+            row = empty_row()
+            row.update(volume_id=vid, patient_id=f"p{p}", scan_id=f"p{p}_a", split=split, image="x", format="nifti",
+                       labels=json.dumps({"Blob": blob, "Coin": int(rng.integers(2))}))
+            rows.append(row)
+    write_manifest(root / "manifest.csv", rows)
+    pd.DataFrame({"volume_id": [r["volume_id"] for r in rows]}).to_csv(root / "qc.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def blob_run(tmp_path_factory):
+    return write_blob_run(tmp_path_factory.mktemp("blob_run"))
+
+
+def test_nested_fractions_are_nested_and_patient_level():
+    ids = [f"v{i}" for i in range(300)]
+    patients = [f"p{i // 3}" for i in range(300)]                     # 100 patients, 3 volumes each
+    labels = np.zeros((300, 2))
+    labels[[5, 6, 150], 0] = 1                                        # rare class: patients p1, p50
+    labels[::7, 1] = 1
+    subsets = nested_fractions(ids, patients, (0.01, 0.1, 1.0), seed=3, labels=labels)
+    small, mid, full = (set(subsets[f]) for f in (0.01, 0.1, 1.0))
+    assert small <= mid <= full and full == set(ids)
+    for subset in (small, mid):
+        chosen = {patients[ids.index(v)] for v in subset}
+        assert subset == {v for v, p in zip(ids, patients) if p in chosen}   # whole patients only
+        assert labels[[ids.index(v) for v in subset]].max(0).tolist() == [1, 1]
+    assert len({patients[ids.index(v)] for v in small}) <= 3          # 1 patient, plus top-ups for classes
+    assert 10 <= len({patients[ids.index(v)] for v in mid}) <= 12
+    assert nested_fractions(ids, patients, (0.1,), seed=3) == nested_fractions(ids, patients, (0.1,), seed=3)
+    assert nested_fractions(ids, patients, (0.1,), seed=3) != nested_fractions(ids, patients, (0.1,), seed=4)
+    with pytest.raises(ValueError, match="fractions"):
+        nested_fractions(ids, patients, (0.0,))
+
+
+def test_splits_hold_out_val_unless_val_is_test(blob_run):
+    manifest = pd.read_csv(blob_run / "manifest.csv", dtype=str, keep_default_na=False)
+    held = split_ids(manifest)
+    assert set(held["val"]).isdisjoint(held["test"]) and set(held["train"]).isdisjoint(held["val"])
+    official = split_ids(manifest, "val_is_test")
+    assert official["val"] == official["test"] == held["test"]
+    assert set(official["train"]) == set(held["train"]) | set(held["val"])
+    no_val = manifest[manifest["split"] != "val"]
+    carved = split_ids(no_val, val_fraction=0.2, seed=1)
+    patient = dict(zip(manifest["volume_id"], manifest["patient_id"]))
+    assert carved["val"] and {patient[v] for v in carved["val"]}.isdisjoint({patient[v] for v in carved["train"]})
+    assert set(carved["val"]).isdisjoint(carved["test"])
+    with pytest.raises(ValueError, match="protocol"):
+        split_ids(manifest, "test_is_val")
+
+
+def test_planted_signal_random_init_and_loaded_encoder(blob_run, tmp_path, monkeypatch):
+    cfg = from_dict(MODEL)
+    out = tmp_path / "random.json"
+    metrics = evaluate_probe(cfg, None, blob_run, out, vit_overrides=TINY, progress=False)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(metrics))
+    assert metrics["protocol"] == "holdout" and metrics["encoder"] == "random"
+    assert list(metrics["fractions"]) == ["1", "10", "100"]
+    assert [metrics["fractions"][k]["n_train"] for k in ("1", "10", "100")] == sorted(
+        metrics["fractions"][k]["n_train"] for k in ("1", "10", "100"))
+    full = metrics["fractions"]["100"]
+    assert full["n_train"] == metrics["n"]["train"] and metrics["n"]["val"] > 0
+    assert full["test"]["auroc"]["Blob"] >= 0.8, full
+    assert set(full["test"]["auroc"]) == {"Blob", "Coin"}
+
+    # a saved encoder: features come from it, are cached, and the second run reads the cache only
+    torch.manual_seed(5)
+    vit = build_vit(TINY, img_size=(32, 32, 16), patch_size=(16, 16, 8))
+    (tmp_path / "mae").mkdir()
+    torch.save({"model": vit.state_dict()}, tmp_path / "mae" / "encoder.pt")
+    first = evaluate_probe(cfg, tmp_path / "mae" / "encoder.pt", blob_run, tmp_path / "mae.json",
+                           fractions=(1.0,), vit_overrides=TINY, protocol="val_is_test", progress=False)
+    assert first["protocol"] == "val_is_test" and first["n"]["val"] == first["n"]["test"]
+    assert first["fractions"]["100"]["test"]["auroc"]["Blob"] >= 0.8
+    caches = sorted((tmp_path / "features").glob("*.pt"))
+    assert [c.name.split("-")[0] for c in caches] == ["mae", "random"]
+    monkeypatch.setattr(probe, "pooled_features", lambda *a: pytest.fail("features recomputed"))
+    again = evaluate_probe(cfg, tmp_path / "mae" / "encoder.pt", blob_run, tmp_path / "mae2.json",
+                           fractions=(1.0,), vit_overrides=TINY, protocol="val_is_test", progress=False)
+    assert again["fractions"] == first["fractions"]
+
+
+def test_shuffled_labels_stay_near_chance(blob_run):
+    cfg = from_dict(MODEL)
+    manifest = pd.read_csv(blob_run / "manifest.csv", dtype=str, keep_default_na=False)
+    labels = {v: json.loads(s)["Blob"] for v, s in zip(manifest["volume_id"], manifest["labels"])}
+    vit = probe.build_encoder(cfg.model, vit_overrides=TINY)
+    ids, feats = extract_features(vit, {v: blob_run / "preprocessed" / "volumes" / f"{v}.nii.gz" for v in labels},
+                                  progress=False)
+    y = torch.tensor([[float(labels[v])] for v in ids])
+    splits = split_ids(manifest)
+    idx = {s: [ids.index(v) for v in splits[s]] for s in splits}
+    true, control = [], []
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = ((feats[idx[s]], y[idx[s]]) for s in splits)
+    for seed in range(4):
+        shuffled = train_y[torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))]
+        for labels, scores in ((train_y, true), (shuffled, control)):
+            head, _ = train_probe(train_x, labels, val_x, val_y, steps=300, seed=seed)
+            with torch.no_grad():
+                scores.append(probe_metrics(head(test_x), test_y, "multilabel", ["Blob"])["mean_auroc"])
+    assert np.mean(true) >= 0.85, true
+    assert abs(np.mean(control) - 0.5) < 0.2, control
+
+
+def test_multiclass_probe_accuracy():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (3, 16)) * 2
+    y = torch.from_numpy(rng.integers(0, 3, 240))
+    x = torch.from_numpy(centres[y.numpy()] + rng.normal(0, 1, (240, 16))).float()
+    head, info = train_probe(x[:160], y[:160], x[160:200], y[160:200], task="multiclass",
+                             label_names=["NCP", "CP", "Normal"], steps=300)
+    assert head[1].out_features == 3 and len(info["history"]) == 60
+    with torch.no_grad():
+        assert probe_metrics(head(x[200:]), y[200:], "multiclass", ["NCP", "CP", "Normal"])["accuracy"] >= 0.8
+    with pytest.raises(ValueError, match="task"):
+        train_probe(x, y, x, y, task="regression")
+
+
+def test_auroc_matches_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=(50, 3)), 1)                   # rounding makes ties
+    targets = (rng.random((50, 3)) < 0.3).astype(float)
+    targets[:, 2] = 0
+    got = probe.auroc_per_class(scores, targets)
+    assert got[2] is None
+    for k in range(2):
+        assert got[k] == pytest.approx(roc_auc_score(targets[:, k], scores[:, k]), abs=1e-12)
