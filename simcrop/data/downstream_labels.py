@@ -15,30 +15,13 @@ from __future__ import annotations
 
 from simcrop.data.labels import CTRATE_LABELS
 
-# SimCroP's 16 classification labels, in CT-RATE order with the merged calcification in the first one's place.
-SIMCROP_LABELS = [
-    "Medical material",
-    "Arterial wall calcification",          # CT-RATE arterial wall + coronary artery wall calcification
-    "Cardiomegaly",
-    "Pericardial effusion",
-    "Hiatal hernia",
-    "Lymphadenopathy",
-    "Emphysema",
-    "Atelectasis",
-    "Lung nodule",
-    "Lung opacity",
-    "Pulmonary fibrotic sequela",
-    "Pleural effusion",
-    "Peribronchial thickening",
-    "Consolidation",
-    "Bronchiectasis",
-    "Interlobular septal thickening",
-]
-
 # CT-RATE label → SimCroP label (None: dropped). OR over the CT-RATE labels mapping to one SimCroP label.
-CTRATE_TO_SIMCROP = {name: name for name in CTRATE_LABELS if name in SIMCROP_LABELS}
+CTRATE_TO_SIMCROP = {name: name for name in CTRATE_LABELS}
 CTRATE_TO_SIMCROP.update({"Coronary artery wall calcification": "Arterial wall calcification",
                           "Mosaic attenuation pattern": None})
+
+# SimCroP's 16 classification labels, in CT-RATE order (the merged calcification takes the first one's place).
+SIMCROP_LABELS = list(dict.fromkeys(v for v in CTRATE_TO_SIMCROP.values() if v is not None))
 
 # SimCroP label → RadChestCT abnormality names (OR over them and over all their locations). ASSUMED names.
 RADCHESTCT_ABNORMALITIES: dict[str, tuple[str, ...]] = {
