@@ -53,7 +53,8 @@ def cmd_synthesize(args) -> int:
     if cfg.synthesize.downstream_samples:
         from simcrop.data.synthetic.downstream import write_downstream_samples
 
-        summary["downstream"] = write_downstream_samples(root / "downstream", cfg.synthesize.seed)
+        summary["downstream"] = write_downstream_samples(root / "downstream", cfg.synthesize.seed,
+                                                                 cfg.synthesize.downstream_cases)
     _write_resolved(cfg, root / "synthesize.config.yaml")
     log.info("synthetic corpus in %s: %s", root, summary)
     return 0
@@ -176,6 +177,88 @@ def cmd_ground(args) -> int:
     return _evaluate("grounding", args)
 
 
+def cmd_prepare(args) -> int:
+    from simcrop.data.prepare import prepare_dataset
+    from simcrop.evaluate import targets
+
+    cfg = _config(args)
+    out_dir = Path(args.out_dir or targets.data_dir(cfg, args.dataset))
+    summary = prepare_dataset(targets.downstream_data_config(cfg, args.dataset), cfg.preprocess, out_dir,
+                              progress=not args.quiet)
+    _write_resolved(cfg, out_dir / "prepare.config.yaml")
+    log.info("downstream set %s prepared in %s: %s", args.dataset, out_dir, summary)
+    return 0
+
+
+def _encoder(cfg, args):
+    from simcrop.evaluate import targets
+
+    if args.encoder:
+        return None if args.encoder == targets.RANDOM else Path(args.encoder)
+    path = targets.encoder_path(cfg, args.objective)
+    if path is not None and not path.exists():
+        raise FileNotFoundError(f"{path}: no encoder for objective {args.objective!r}; run `simcrop pretrain` "
+                                "with that model.objective first, or pass --encoder PATH (or 'random')")
+    return path
+
+
+def _fractions(args, default):
+    return [args.fraction] if args.fraction is not None else list(default)
+
+
+def cmd_probe(args) -> int:
+    from simcrop.evaluate import targets
+    from simcrop.train.probe import evaluate_probe
+
+    cfg = _config(args)
+    pc = cfg.probe
+    data = Path(args.data_dir or targets.data_dir(cfg, args.dataset))
+    fractions = [] if args.features_only else _fractions(args, pc.fractions)
+    name = "features" if args.features_only else (targets.percent(args.fraction) if args.fraction else "all")
+    out = Path(args.out or cfg.run_dir / "evaluate" / args.objective / "probe" / args.dataset / f"{name}.json")
+    metrics = evaluate_probe(cfg, _encoder(cfg, args), data, out, fractions=fractions, protocol=pc.protocol,
+                             steps=pc.steps, batch_size=pc.batch_size, lr=pc.lr, seed=pc.seed,
+                             progress=not args.quiet, **targets.probe_settings(cfg, args.dataset))
+    log.info("probe %s on %s → %s: %s", args.objective, args.dataset, out,
+             {f: r["test"] for f, r in metrics["fractions"].items()} or f"{metrics['n']} volumes' features")
+    return 0
+
+
+def cmd_segment(args) -> int:
+    from simcrop.evaluate import targets
+    from simcrop.train.segment import evaluate_segmentation
+
+    cfg = _config(args)
+    sc = cfg.segment
+    data = Path(args.data_dir or targets.data_dir(cfg, args.dataset))
+    name = targets.percent(args.fraction) if args.fraction else "all"
+    out = Path(args.out or cfg.run_dir / "evaluate" / args.objective / "segment" / args.dataset / f"{name}.json")
+    metrics = evaluate_segmentation(
+        cfg, _encoder(cfg, args), data, out, fractions=_fractions(args, sc.fractions), steps=sc.steps,
+        crop=sc.crop, protocol=sc.protocol, batch_size=sc.batch_size, samples_per_volume=sc.samples_per_volume,
+        lr=sc.lr, eval_every=sc.eval_every, feature_size=sc.feature_size, overlap=sc.overlap, seed=sc.seed,
+        max_eval_volumes=sc.max_eval_volumes or None, progress=not args.quiet,
+        **targets.segment_settings(cfg, args.dataset))
+    log.info("segmentation %s on %s → %s: %s", args.objective, args.dataset, out,
+             {f: r["test"]["mean_dice"] for f, r in metrics["fractions"].items()})
+    return 0
+
+
+def cmd_report(args) -> int:
+    from simcrop.evaluate.report import write_report
+
+    cfg = _config(args)
+    run_dir = Path(args.run_dir or cfg.run_dir)
+    out_dir = Path(args.out_dir or run_dir / "report")
+    results = write_report(run_dir, out_dir, objectives=cfg.experiment.objectives,
+                           n_heatmaps=cfg.experiment.n_heatmaps, title=f"SimCroP results: run {cfg.run}")
+    log.info("results table (%d objectives, %d columns) in %s", len(results["objectives"]), len(results["columns"]),
+             out_dir / "results.md")
+    if args.print:
+        sys.stdout.write((out_dir / "results.md").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simcrop",
@@ -253,6 +336,45 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="metrics JSON (default: <run_dir>/evaluate/<objective>/<task>.json)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    p = add("prepare", cmd_prepare, "ingest and preprocess a downstream set (an entry of `downstream`)",
+            "Run the downstream set's adapter, preprocess every volume with the main preprocess settings (the "
+            "encoder's spacing) and gather QC, all in one job: <run_dir>/downstream/<name>/ gets manifest.csv, "
+            "preprocessed/, qc.csv and quarantine.csv. Resumable: written volumes are kept.")
+    p.add_argument("--dataset", required=True, help="name of the `downstream` entry")
+    p.add_argument("--out-dir", help="default: <run_dir>/downstream/<name>")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    for name, func, text, description in (
+            ("probe", cmd_probe, "linear probe on the frozen encoder: AUROC (multi-label) or accuracy (multi-class)",
+             "Mean of the frozen encoder's patch tokens → LayerNorm → Linear, trained on nested patient-level "
+             "fractions of the train split (probe.fractions), epoch picked on val, reported on test "
+             "(probe.protocol val_is_test: the official, optimistic protocol). Features are cached per encoder."),
+            ("segment", cmd_segment, "UNETR fine-tuning from the pre-trained ViT; Dice per class on test",
+             "UNETR (skips from blocks 3/6/9 + output) on the encoder, DiceCE loss, pos/neg crops, sliding-window "
+             "inference; segment.* settings, the label map and classes come from the dataset's config.")):
+        p = add(name, func, text, description)
+        p.add_argument("--dataset", default="main",
+                       help="'main' (the pre-training data's test split) or a `downstream` entry (default: main)")
+        p.add_argument("--objective", default="simcrop",
+                       help="encoder <run_dir>/pretrain/<objective>/encoder.pt, or 'random' (no pre-training)")
+        p.add_argument("--encoder", help="an encoder file ({'model': ...}) instead of --objective's, or 'random'")
+        p.add_argument("--fraction", type=float, help="one training-data fraction (default: all configured)")
+        p.add_argument("--data-dir", help="folder with manifest.csv, qc.csv, preprocessed/ (default: the dataset's)")
+        p.add_argument("--out", help="metrics JSON (default: <run_dir>/evaluate/<objective>/<task>/<dataset>/"
+                                     "<percent or 'all'>.json)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if name == "probe":
+            p.add_argument("--features-only", action="store_true",
+                           help="only compute and cache the encoder's features (one job before the fractions)")
+
+    p = add("report", cmd_report, "results table (Markdown + JSON), plots and heat maps of one run",
+            "Collect <run_dir>/pretrain/*/metrics.json and <run_dir>/evaluate/**.json into report/results.md, "
+            "results.json, metrics.json (dvc metrics), fraction_curves.csv and loss_curves.csv (dvc plots), "
+            "figures/ (AUROC/Dice vs data fraction, loss curves, grounding heat maps).")
+    p.add_argument("--run-dir", help="default: <results_dir>/<run>")
+    p.add_argument("--out-dir", help="default: <run_dir>/report")
+    p.add_argument("--print", action="store_true", help="also print the Markdown table")
+
     p = add("show", cmd_show, "PNG montage of a few cases with lesion outlines and their sentences")
     p.add_argument("--manifest")
     p.add_argument("--sentences")
@@ -271,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as err:
         log.error("bad config: %s", err)
         return 2
+    except FileNotFoundError as err:
+        log.error("%s", err)
+        return 1
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ class SynthesizeConfig:
     seed: int = 0
     workers: int = 2
     downstream_samples: bool = True       # also write small RadChestCT/CC-CCII/LUNA16/BTCV-format sets
+    downstream_cases: int = 12            # cases in each of them
 
 
 @dataclass
@@ -53,6 +54,7 @@ class DataConfig:
     release: str = "auto"                 # CT-RATE release: auto | v1 | v2
     exclude_no_chest: bool = True
     val_fraction: float = 0.1             # of training patients, held out for model selection
+    test_fraction: float = 0.2            # of patients, held out as test when the dataset has no test split
     split_seed: int = 42
     folder: FolderAdapterConfig = field(default_factory=FolderAdapterConfig)
 
@@ -138,6 +140,58 @@ class EvaluateConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """Linear probe on the frozen encoder (simcrop.train.probe)."""
+    fractions: list = field(default_factory=lambda: [0.01, 0.1, 1.0])  # nested patient-level training subsets
+    protocol: str = "holdout"             # holdout: select on val, report on test | val_is_test (official, optimistic)
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1.5e-3
+    labels: list = field(default_factory=list)  # label names to probe; empty: every label of the manifest
+    seed: int = 0
+
+
+@dataclass
+class SegmentConfig:
+    """UNETR fine-tuning from the pre-trained ViT (simcrop.train.segment)."""
+    fractions: list = field(default_factory=lambda: [0.1, 1.0])
+    protocol: str = "holdout"
+    steps: int = 500
+    crop: list = field(default_factory=lambda: [96, 96, 48])   # voxels (x, y, z); sliding-window size too
+    batch_size: int = 2                   # volumes per step
+    samples_per_volume: int = 2           # pos/neg crops per volume
+    lr: float = 1e-4
+    eval_every: int = 100
+    feature_size: int = 16
+    overlap: float = 0.5                  # sliding-window overlap at inference
+    max_eval_volumes: int = 0             # cap val/test volumes (CPU demos); 0: all
+    seed: int = 0
+
+
+@dataclass
+class DownstreamDatasetConfig:
+    """One downstream set (an entry of `downstream`), ingested and preprocessed like the main data."""
+    dataset: str = "radchestct"           # an adapter: radchestct | ccccii | luna16 | btcv | folder | manifest | ctrate
+    root: str = ""
+    tasks: list = field(default_factory=lambda: ["probe"])      # probe | segment
+    probe_task: str = "multilabel"        # multilabel (BCE, AUROC) | multiclass (CE, accuracy; CC-CCII)
+    labels: list = field(default_factory=list)                  # probe labels; empty: all of the manifest
+    label_map: str = "organ"              # segment: organ (synthetic) | luna16 | btcv | lesion
+    classes: list = field(default_factory=list)                 # segment classes; empty: the label map's default
+
+
+@dataclass
+class ExperimentConfig:
+    """What `snakemake` evaluates: rows (objectives) x tasks x datasets x fractions of the results table."""
+    objectives: list = field(default_factory=lambda: ["random", "mae", "simcrop"])  # random: no pre-training
+    # on the pre-training data's test split ("main"); zeroshot/retrieval/grounding need a text side
+    tasks: list = field(default_factory=lambda: ["probe", "segment", "zeroshot", "retrieval", "grounding"])
+    downstream: list = field(default_factory=list)              # names of `downstream` entries to evaluate
+    segment_label_map: str = "organ"      # main-data segmentation: organ (lungs + airway) | lesion
+    n_heatmaps: int = 2                   # grounding heat maps copied into the report
+
+
+@dataclass
 class ShowConfig:
     n_cases: int = 4                      # cases in the README montage
 
@@ -153,6 +207,10 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    downstream: dict = field(default_factory=dict)              # name -> DownstreamDatasetConfig fields
     show: ShowConfig = field(default_factory=ShowConfig)
 
     @property
@@ -161,6 +219,12 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def downstream_dataset(self, name: str) -> DownstreamDatasetConfig:
+        """The `downstream` entry `name`, defaults filled."""
+        if name not in self.downstream:
+            raise ConfigError(f"downstream dataset {name!r} is not configured; configured: {sorted(self.downstream)}")
+        return _build(DownstreamDatasetConfig, self.downstream[name], f"downstream.{name}")
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
@@ -210,8 +274,15 @@ def from_dict(values: dict | None) -> Config:
     """Validate a (possibly partial) config mapping and fill defaults."""
     values = values or {}
     _build(Config, values, "")          # unknown keys first: the clearest message
+    for name, entry in (values.get("downstream") or {}).items():
+        _build(DownstreamDatasetConfig, entry, f"downstream.{name}")
     check_schema(values)
-    return _build(Config, deep_merge(Config().to_dict(), values), "")
+    cfg = _build(Config, deep_merge(Config().to_dict(), values), "")
+    missing = sorted(set(cfg.experiment.downstream) - set(cfg.downstream))
+    if missing:
+        raise ConfigError(f"experiment.downstream names {missing}, which `downstream` does not define "
+                          f"(defined: {sorted(cfg.downstream)})")
+    return cfg
 
 
 def read_yaml(path: str | os.PathLike) -> dict:

@@ -5,7 +5,8 @@ import pytest
 
 from simcrop import cli
 
-SUBCOMMANDS = ["config", "synthesize", "ingest", "preprocess", "gather", "sentences", "pretrain", "export", "zeroshot", "retrieve", "ground", "show"]
+SUBCOMMANDS = ["config", "synthesize", "ingest", "preprocess", "gather", "sentences", "pretrain", "export", "zeroshot", "retrieve", "ground", "show",
+               "prepare", "probe", "segment", "report"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -36,3 +37,14 @@ def test_bad_config_exits_2_with_the_key(caplog):
     code = cli.main(["config", "--set-json", '{"preprocess": {"spacng": [1, 1, 1]}}'])
     assert code == 2
     assert "preprocess.spacng" in caplog.text
+
+
+def test_probe_without_a_pretrained_encoder_names_the_file(tmp_path, caplog):
+    code = cli.main(["probe", "--set-json", f'{{"results_dir": "{tmp_path}"}}', "--objective", "mae"])
+    assert code == 1
+    assert f"{tmp_path}/demo/pretrain/mae/encoder.pt" in caplog.text and "simcrop pretrain" in caplog.text
+
+
+def test_prepare_of_an_unknown_downstream_set_exits_2(caplog):
+    assert cli.main(["prepare", "--dataset", "nope"]) == 2
+    assert "'nope' is not configured" in caplog.text

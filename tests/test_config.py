@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -81,3 +82,27 @@ def test_dump_round_trips(tmp_path):
     path = tmp_path / "resolved.yaml"
     path.write_text(cfgmod.dump(cfg))
     assert cfgmod.load([str(path)]) == cfg
+
+
+def test_downstream_entries_match_their_schema():
+    schema = yaml.safe_load(cfgmod.SCHEMA_PATH.read_text())["$defs"]["downstream_dataset"]
+    assert set(schema["properties"]) == {f.name for f in dataclasses.fields(cfgmod.DownstreamDatasetConfig)}
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"downstream": {"x": {"dataset": "btcv", "root": "/b", "label_mapp": "btcv"}}}, "downstream.x.label_mapp"),
+    ({"downstream": {"x": {"dataset": "btcv"}}}, "root"),
+    ({"downstream": {"x": {"dataset": "btcv", "root": "/b", "tasks": ["retrieval"]}}}, "retrieval"),
+    ({"experiment": {"downstream": ["y"]}}, "experiment.downstream names ['y']"),
+    ({"experiment": {"objectives": ["random", "byol"]}}, "byol"),
+])
+def test_bad_experiment_config_names_the_problem(values, needle):
+    with pytest.raises(cfgmod.ConfigError, match=re.escape(needle)):
+        cfgmod.from_dict(values)
+
+
+def test_downstream_entry_gets_defaults():
+    cfg = cfgmod.from_dict({"downstream": {"lungs": {"dataset": "luna16", "root": "/l", "tasks": ["segment"]}}})
+    entry = cfg.downstream_dataset("lungs")
+    assert (entry.dataset, entry.tasks, entry.probe_task, entry.label_map) == ("luna16", ["segment"], "multilabel",
+                                                                                "organ")

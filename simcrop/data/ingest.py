@@ -55,16 +55,20 @@ def hold_out_patients(patient_ids, fraction: float, seed: int) -> set[str]:
     return set(sorted(patients, key=lambda p: _rank(p, seed))[:n_val])
 
 
-def assign_splits(rows: list[dict], val_fraction: float, seed: int) -> list[dict]:
-    """Provisional `train` patients → `train` or `val` (per patient); `test` stays `test`."""
+def assign_splits(rows: list[dict], val_fraction: float, seed: int, test_fraction: float = 0.0) -> list[dict]:
+    """Provisional `train` patients → `train` or `val` (per patient); `test` stays `test`. A dataset
+    without any `test` row (CC-CCII has no official split) first gets test_fraction of its patients as test."""
     train_patients = {r["patient_id"] for r in rows if r["split"] == "train"}
     test_patients = {r["patient_id"] for r in rows if r["split"] == "test"}
     both = sorted(train_patients & test_patients)
     if both:
         raise ValueError(f"patients in both the training and the test data: {both[:5]}")
-    val = hold_out_patients(train_patients, val_fraction, seed)
+    test = set() if test_patients else hold_out_patients(train_patients, test_fraction, seed + 1)
+    val = hold_out_patients(train_patients - test, val_fraction, seed)
     for row in rows:
-        if row["patient_id"] in val:
+        if row["patient_id"] in test:
+            row["split"] = "test"
+        elif row["patient_id"] in val:
             row["split"] = "val"
     return rows
 
@@ -103,10 +107,10 @@ def ingest(cfg: DataConfig, manifest_out: Path, report_out: Path) -> dict:
     stats.setdefault("release_detection", f"not applicable to dataset {cfg.dataset!r}")
     val_fraction = 0.0 if stats.get("official_val") else cfg.val_fraction
     if isinstance(rows, list):
-        rows = assign_splits(rows, val_fraction, cfg.split_seed)
+        rows = assign_splits(rows, val_fraction, cfg.split_seed, cfg.test_fraction)
     frame = write_manifest(manifest_out, rows)
     report = dict(dataset=cfg.dataset, root=str(cfg.root), manifest=str(manifest_out), volumes=len(frame),
-                  val_fraction=val_fraction, split_seed=cfg.split_seed, splits=split_counts(frame), **stats)
+                  val_fraction=val_fraction, test_fraction=cfg.test_fraction, split_seed=cfg.split_seed, splits=split_counts(frame), **stats)
     write_json_atomic(report_out, report)
     log.info("manifest %s: %d volumes, splits %s", manifest_out, len(frame),
              {s: c["volumes"] for s, c in report["splits"].items()})

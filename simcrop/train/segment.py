@@ -1,10 +1,12 @@
 """UNETR segmentation fine-tuning and evaluation (method.md §5, the official `Down-stream/Segmentation`).
 
 Data: volumes `<run>/preprocessed/volumes/<id>.nii.gz` with label maps `preprocessed/masks/<id>.organ.nii.gz`
-(1 right lung, 2 left lung, 3 airway, 4 heart, 5 aorta, 6 bone) or `<id>.lesion.nii.gz` (any value > 0 is
-lesion). `classes` picks and orders the foreground classes; output channel 0 is background, channel k
-is classes[k - 1]; every other label becomes background. Default organ classes follow LUNA16's task:
-left lung, right lung, airway (trachea).
+or `<id>.lesion.nii.gz`. `label_map` names how to read them: "organ" (the synthetic corpus: 1 right lung,
+2 left lung, 3 airway, 4 heart, 5 aorta, 6 bone), "luna16" (LUNA16_ORGANS), "btcv" (BTCV_ORGANS), all
+read from the `.organ` file, or "lesion" (any value > 0 is lesion). `classes` picks and orders the
+foreground classes; output channel 0 is background, channel k is classes[k - 1]; every other label
+becomes background. Default classes: LUNA16's task (left lung, right lung, airway or trachea) and all
+13 BTCV organs.
 
 Training: each step takes `batch_size` volumes, pads each to the crop with air (label 0), and cuts
 `samples_per_volume` crops by MONAI `RandCropByPosNegLabeld` (pos 1 : neg 1; negative centres only
@@ -36,6 +38,7 @@ from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd
 from tqdm import tqdm
 
 from simcrop.data.datasets import load_volume
+from simcrop.data.downstream_labels import BTCV_ORGANS, LUNA16_ORGANS
 from simcrop.data.manifest import read_manifest
 from simcrop.data.transforms import AIR, sample_seed
 from simcrop.io import write_json_atomic
@@ -45,7 +48,18 @@ from simcrop.train.probe import build_encoder, nested_fractions, split_ids
 
 log = logging.getLogger(__name__)
 ORGAN_LABELS = {"right_lung": 1, "left_lung": 2, "airway": 3, "heart": 4, "aorta": 5, "bone": 6}
-DEFAULT_CLASSES = {"organ": ("left_lung", "right_lung", "airway"), "lesion": ("lesion",)}
+# label_map -> {class name: stored value}; every organ table is read from the `.organ` mask file.
+ORGAN_TABLES = {"organ": ORGAN_LABELS, "luna16": LUNA16_ORGANS, "btcv": BTCV_ORGANS}
+LABEL_MAPS = (*ORGAN_TABLES, "lesion")
+DEFAULT_CLASSES = {"organ": ("left_lung", "right_lung", "airway"), "luna16": ("left_lung", "right_lung", "trachea"),
+                   "btcv": tuple(BTCV_ORGANS), "lesion": ("lesion",)}
+
+
+def mask_kind(label_map: str) -> str:
+    """Which mask file (`<id>.<kind>.nii.gz`) a label map reads."""
+    if label_map not in LABEL_MAPS:
+        raise ValueError(f"label_map must be one of {LABEL_MAPS}; got {label_map!r}")
+    return "lesion" if label_map == "lesion" else "organ"
 
 
 def remap_labels(mask: np.ndarray, label_map: str, classes: Sequence[str]) -> np.ndarray:
@@ -56,12 +70,12 @@ def remap_labels(mask: np.ndarray, label_map: str, classes: Sequence[str]) -> np
             raise ValueError(f"lesion masks have one class, 'lesion'; got {list(classes)}")
         out[mask > 0] = 1
         return out
-    if label_map != "organ":
-        raise ValueError(f"label_map must be 'organ' or 'lesion'; got {label_map!r}")
+    mask_kind(label_map)
+    table = ORGAN_TABLES[label_map]
     for k, name in enumerate(classes, 1):
-        if name not in ORGAN_LABELS:
-            raise ValueError(f"unknown organ class {name!r}; choose from {sorted(ORGAN_LABELS)}")
-        out[mask == ORGAN_LABELS[name]] = k
+        if name not in table:
+            raise ValueError(f"unknown {label_map} class {name!r}; choose from {sorted(table)}")
+        out[mask == table[name]] = k
     return out
 
 
@@ -196,7 +210,8 @@ def train_segmentation(model: UNETR, train: SegmentationCases, val: Segmentation
 def segmentation_cases(run_dir, ids: Sequence[str], label_map: str, classes: Sequence[str],
                        in_memory: bool = True) -> SegmentationCases:
     pre = Path(run_dir) / "preprocessed"
-    items = [(v, str(pre / "volumes" / f"{v}.nii.gz"), str(pre / "masks" / f"{v}.{label_map}.nii.gz")) for v in ids]
+    items = [(v, str(pre / "volumes" / f"{v}.nii.gz"), str(pre / "masks" / f"{v}.{mask_kind(label_map)}.nii.gz"))
+             for v in ids]
     return SegmentationCases(items, label_map, classes, in_memory)
 
 
@@ -204,7 +219,8 @@ def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, label_map: str =
                           classes: Sequence[str] | None = None, fractions=(0.1, 1.0), steps: int = 500,
                           crop: Sequence[int] = (96, 96, 48), protocol: str = "holdout", batch_size: int = 2,
                           samples_per_volume: int = 2, lr: float = 1e-4, eval_every: int = 100,
-                          feature_size: int = 16, seed: int = 0, vit_overrides: dict | None = None,
+                          feature_size: int = 16, overlap: float = 0.5, seed: int = 0,
+                          vit_overrides: dict | None = None,
                           in_memory: bool = True, max_eval_volumes: int | None = None, progress: bool = True) -> dict:
     """Fine-tune UNETR from `encoder_path` (None: random init) per data fraction; test Dice -> out_json.
 
@@ -217,7 +233,7 @@ def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, label_map: str =
     ok = set(pd.read_csv(run_dir / "qc.csv", usecols=["volume_id"], dtype=str)["volume_id"])
     pre = run_dir / "preprocessed"
     has = manifest["volume_id"].map(lambda v: (pre / "volumes" / f"{v}.nii.gz").exists()
-                                    and (pre / "masks" / f"{v}.{label_map}.nii.gz").exists())
+                                    and (pre / "masks" / f"{v}.{mask_kind(label_map)}.nii.gz").exists())
     manifest = manifest[manifest["volume_id"].isin(ok) & has]
     splits = split_ids(manifest, protocol, cfg.data.val_fraction, cfg.data.split_seed)
     if max_eval_volumes is not None:
@@ -232,8 +248,8 @@ def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, label_map: str =
                       feature_size=feature_size)
         train = cases["train"].subset(subset)
         model, info = train_segmentation(model, train, cases["val"], steps, batch_size, samples_per_volume, lr,
-                                         eval_every=eval_every, seed=seed, progress=progress)
-        test = segment_dice(model, cases["test"], progress=progress)
+                                         eval_every=eval_every, overlap=overlap, seed=seed, progress=progress)
+        test = segment_dice(model, cases["test"], overlap, progress=progress)
         results[f"{100 * f:g}"] = {"fraction": f, "n_train": len(subset),
                                    "n_train_patients": len({patients[v] for v in subset}),
                                    "best_step": info["best_step"], "val_mean_dice": info["val_mean_dice"],
@@ -243,7 +259,7 @@ def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, label_map: str =
     metrics = {"label_map": label_map, "classes": classes, "protocol": protocol,
                "encoder": str(encoder_path) if encoder_path else "random", "crop": list(crop), "steps": steps,
                "lr": lr, "batch_size": batch_size, "samples_per_volume": samples_per_volume,
-               "feature_size": feature_size, "seed": seed, "n": {s: len(splits[s]) for s in splits},
+               "feature_size": feature_size, "overlap": overlap, "seed": seed, "n": {s: len(splits[s]) for s in splits},
                "fractions": results}
     write_json_atomic(out_json, metrics)
     return metrics

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from simcrop.config import DataConfig, FolderAdapterConfig
-from simcrop.data.ingest import hold_out_patients, ingest
+from simcrop.data.ingest import assign_splits, hold_out_patients, ingest
 from simcrop.data.manifest import ManifestError, read_manifest
 
 from ctrate_tree import write_ctrate_tree, write_lesions
@@ -102,7 +102,8 @@ def test_folder(tmp_path, shared_data):
     report = run(cfg, tmp_path)
     frame = read_manifest(tmp_path / "manifest.csv")
     assert sorted(frame["format"]) == ["dicom", "nifti", "nifti"] and report["release"] == ""
-    assert report["splits"]["val"]["volumes"] == 1 and report["splits"]["test"]["volumes"] == 0
+    # no split of its own: test_fraction (0.2) of the 3 patients is held out as test, then val_fraction of the rest
+    assert report["splits"]["val"]["volumes"] == 1 and report["splits"]["test"]["volumes"] == 1
 
 
 def test_prebuilt_manifest(tree, tmp_path):
@@ -123,3 +124,18 @@ def test_bad_dataset_or_root(tmp_path):
         run(DataConfig(dataset="radchest"), tmp_path)
     with pytest.raises(ValueError, match="nowhere: CT-RATE root not found"):
         run(DataConfig(dataset="ctrate", root=str(tmp_path / "nowhere")), tmp_path)
+
+
+def test_assign_splits_holds_out_a_test_set_only_when_there_is_none():
+    rows = [{"volume_id": f"v{i}", "patient_id": f"p{i // 2}", "split": "train"} for i in range(40)]
+    split = {r["volume_id"]: r["split"] for r in assign_splits([dict(r) for r in rows], 0.1, 5, test_fraction=0.2)}
+    by_patient = {}
+    for r in rows:
+        by_patient.setdefault(r["patient_id"], set()).add(split[r["volume_id"]])
+    assert all(len(s) == 1 for s in by_patient.values())            # patients stay whole
+    counts = {s: sum(1 for v in split.values() if v == s) for s in ("train", "val", "test")}
+    assert counts == {"train": 28, "val": 4, "test": 8}             # 4 of 20 patients test, 2 of 16 val
+    # an official test split is kept as it is: nothing more is held out as test
+    official = [dict(r, split="test" if i >= 36 else "train") for i, r in enumerate(rows)]
+    kept = assign_splits(official, 0.1, 5, test_fraction=0.2)
+    assert sum(r["split"] == "test" for r in kept) == 4

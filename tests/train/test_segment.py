@@ -13,7 +13,7 @@ import torch
 
 from simcrop.config import from_dict
 from simcrop.data.manifest import empty_row, write_manifest
-from simcrop.train.segment import crop_sampler, evaluate_segmentation, remap_labels
+from simcrop.train.segment import crop_sampler, evaluate_segmentation, mask_kind, remap_labels
 
 TINY = {"embed_dim": 48, "depth": 2, "num_heads": 3}
 
@@ -59,6 +59,16 @@ def test_remap_labels_orders_classes_and_binarises_lesions():
         remap_labels(mask, "organ", ["liver"])
     with pytest.raises(ValueError, match="label_map"):
         remap_labels(mask, "tumour", ["lesion"])
+
+
+def test_remap_labels_reads_each_dataset_table():
+    # LUNA16 stores left lung 1, right lung 2 (the synthetic corpus the other way round); BTCV liver is 6
+    mask = np.array([0, 1, 2, 3, 6])
+    assert remap_labels(mask, "luna16", ["left_lung", "right_lung", "trachea"]).tolist() == [0, 1, 2, 3, 0]
+    assert remap_labels(mask, "btcv", ["liver", "spleen"]).tolist() == [0, 2, 0, 0, 1]
+    assert mask_kind("btcv") == "organ" and mask_kind("lesion") == "lesion"
+    with pytest.raises(ValueError, match="unknown luna16 class"):
+        remap_labels(mask, "luna16", ["airway"])
 
 
 def test_crops_sample_positives_and_pad_small_volumes():

@@ -6,10 +6,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-# A handful of small volumes: enough for two preprocessing shards, a val split and a montage.
+# A handful of small volumes: enough for two preprocessing shards, a val split and a montage; then the
+# experiment on two rows, two downstream sets (one probed, one segmented) and two probe fractions.
 TINY_CONFIG = {
     "run": "tiny",
-    "synthesize": {"n_patients": 5, "max_scans": 1, "max_reconstructions": 2, "workers": 1, "seed": 3},
+    "synthesize": {"n_patients": 5, "max_scans": 1, "max_reconstructions": 2, "workers": 1, "seed": 3,
+                   "downstream_cases": 6},
     "preprocess": {"spacing": [6.0, 6.0, 10.0], "shard_size": 3},
     "data": {"val_fraction": 0.25},
     "show": {"n_cases": 2},
@@ -18,6 +20,11 @@ TINY_CONFIG = {
               "text_decoder_layers": 1, "text_max_tokens": 128},
     "pretrain": {"steps": 3, "batch_size": 2, "num_workers": 0, "checkpoint_every": 2, "log_every": 1,
                  "warmup_steps": 1},
+    "experiment": {"objectives": ["random", "simcrop"], "tasks": ["probe", "grounding"],
+                   "downstream": ["ccccii", "luna16"]},
+    "probe": {"fractions": [0.5, 1.0], "steps": 20, "batch_size": 4},
+    "segment": {"fractions": [1.0], "steps": 2, "eval_every": 2, "crop": [48, 48, 24], "feature_size": 4,
+                "overlap": 0.0, "max_eval_volumes": 1},
 }
 
 

@@ -26,6 +26,9 @@ def test_dvc_repro_in_a_fresh_clone(repo_root, tmp_path, run_tool, tiny_config):
             (clone / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(repo_root / name, clone / name)
     demo = yaml.safe_load((clone / "config" / "config.yaml").read_text())
+    # the experiment stage on one row and one task (test_snakemake covers the rest)
+    tiny_config.update(experiment={"objectives": ["simcrop"], "tasks": ["probe"], "downstream": []},
+                       probe={"fractions": [1.0], "steps": 10})
     for section, values in tiny_config.items():
         demo[section] = {**demo[section], **values} if isinstance(values, dict) else values
     (clone / "config" / "config.yaml").write_text(yaml.safe_dump(demo))
@@ -39,6 +42,8 @@ def test_dvc_repro_in_a_fresh_clone(repo_root, tmp_path, run_tool, tiny_config):
     assert (clone / "dvc.lock").exists()
     metrics = run_tool(["dvc", "metrics", "show"], clone).stdout
     assert "preprocess_summary.json" in metrics
+    assert "report/metrics.json" in metrics and "probe/main/100" in metrics
+    assert (run / "report" / "results.md").exists()
 
     again = run_tool(["dvc", "repro"], clone)
     assert "didn't change" in again.stdout or "up to date" in again.stdout

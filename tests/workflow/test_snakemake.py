@@ -49,6 +49,24 @@ def test_data_half_end_to_end(repo_root, tmp_path, tiny_config_file, run_tool):
     exported = torch.load(run / "pretrain" / "simcrop" / "encoder.pt", weights_only=True)["model"]
     assert "patch_embed.proj.weight" in exported and "blocks.0.attn.qkv.weight" in exported
 
+    # The experiment: every (objective x dataset x fraction) file, then the results table.
+    evaluate = run / "evaluate"
+    for objective in ("random", "simcrop"):
+        for name in ("probe/main/50", "probe/main/100", "probe/ccccii/100", "segment/luna16/100"):
+            assert (evaluate / objective / f"{name}.json").exists(), (objective, name)
+    multiclass = json.loads((evaluate / "simcrop" / "probe" / "ccccii" / "100.json").read_text())
+    assert multiclass["task"] == "multiclass" and 0.0 <= multiclass["fractions"]["100"]["test"]["accuracy"] <= 1.0
+    lungs = json.loads((evaluate / "random" / "segment" / "luna16" / "100.json").read_text())
+    assert lungs["classes"] == ["left_lung", "right_lung", "trachea"] and lungs["encoder"] == "random"
+    assert json.loads((evaluate / "simcrop" / "grounding.json").read_text())["n_sentences"] > 0
+    results = json.loads((run / "report" / "results.json").read_text())
+    assert results["objectives"] == ["random", "simcrop"]
+    assert "probe ccccii acc 100%" in results["columns"] and "grounding hit" in results["columns"]
+    assert results["rows"]["random"]["grounding hit"] is None          # no text side: not in the row
+    table = (run / "report" / "results.md").read_text()
+    assert "| simcrop |" in table and "segment luna16 Dice 100%" in table
+    assert (run / "report" / "figures" / "fraction_curves.png").read_bytes()[:4] == b"\x89PNG"
+
     # Nothing changed: a second run has nothing to do.
     again = run_tool(snakemake(repo_root, work, tiny_config_file, "-n"), repo_root)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -6,6 +6,7 @@ import os
 
 from simcrop import config as simcrop_config
 from simcrop.data.manifest import count_rows
+from simcrop.evaluate import targets as eval_targets
 
 CFG = simcrop_config.from_dict(config)
 RUN = str(CFG.run_dir)
@@ -62,8 +63,63 @@ def pretrain_json(wildcards):
     return json.dumps(picked, sort_keys=True)
 
 
+EXP = CFG.experiment
+PRETRAINED = [o for o in EXP.objectives if o != eval_targets.RANDOM]
+TEXT_TASKS = [t for t in EXP.tasks if t in ("zeroshot", "retrieval", "grounding")]
+EVAL_DATASETS = [eval_targets.MAIN, *EXP.downstream]
+
+
 def pretrain_targets():
-    return [f"{RUN}/pretrain/{CFG.model.objective}/encoder.pt"]
+    """Every pre-trained row of the experiment (the configured model.objective too)."""
+    objectives = dict.fromkeys([*PRETRAINED, CFG.model.objective])
+    return [f"{RUN}/pretrain/{o}/encoder.pt" for o in objectives]
+
+
+def fractions_of(task):
+    return CFG.probe.fractions if task == "probe" else CFG.segment.fractions
+
+
+def evaluation_targets():
+    """objective x (probe | segment) x dataset x fraction, plus objective x text task on the main data."""
+    out = []
+    for ds in EVAL_DATASETS:
+        for task in eval_targets.tasks_of(CFG, ds):
+            out += expand(f"{RUN}/evaluate/{{objective}}/{task}/{ds}/{{pct}}.json", objective=EXP.objectives,
+                          pct=[eval_targets.percent(f) for f in fractions_of(task)])
+    out += expand(f"{RUN}/evaluate/{{objective}}/{{task}}.json", objective=PRETRAINED, task=TEXT_TASKS)
+    return out
+
+
+def report_targets():
+    return [f"{RUN}/report/results.md", f"{RUN}/report/metrics.json"]
+
+
+def eval_data(wildcards):
+    """QC table (the last file written) of the evaluation dataset named by the `ds` wildcard."""
+    return str(eval_targets.data_dir(CFG, wildcards.ds) / "qc.csv")
+
+
+def encoder_input(wildcards):
+    path = eval_targets.encoder_path(CFG, wildcards.objective)
+    return [] if path is None else [str(path)]
+
+
+def downstream_inputs(wildcards):
+    """What a downstream adapter reads: the synthetic corpus's marker for the demo's sets, else the root."""
+    root = CFG.downstream_dataset(wildcards.ds).root
+    if CFG.data.dataset == "synthetic" and os.path.commonpath([os.path.abspath(root),
+                                                                os.path.abspath(CFG.data.root)]) == \
+            os.path.abspath(CFG.data.root):
+        return [f"{CFG.data.root}/synthetic/corpus.json"]
+    return [root]
+
+
+def fraction_of(wildcards):
+    return float(wildcards.pct) / 100
+
+
+def downstream_dir(wildcards, output):
+    return os.path.dirname(output.qc)
 
 
 def data_targets():

@@ -2,10 +2,12 @@
 
 
 wildcard_constraints:
-    objective="simcrop|simcrop_batchneg|mae|clip",
+    objective="random|simcrop|simcrop_batchneg|mae|clip",
 
 
 rule pretrain:
+    wildcard_constraints:
+        objective="simcrop|simcrop_batchneg|mae|clip",
     input:
         manifest=f"{RUN}/manifest.csv",
         sentences=f"{RUN}/sentences.jsonl",

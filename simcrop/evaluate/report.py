@@ -1,0 +1,435 @@
+"""One run's evaluation JSON files -> the results table (JSON, Markdown), DVC metrics/plots files, figures.
+
+Read under run_dir; any part may be missing, and what is missing is simply absent from the table:
+
+    pretrain/<objective>/metrics.json                             final losses, throughput
+    pretrain/<objective>/dvclive/plots/metrics/train/<term>.tsv   loss curves
+    evaluate/<objective>/probe/<dataset>/<pct>.json               linear probe per data fraction
+    evaluate/<objective>/segment/<dataset>/<pct>.json             UNETR Dice per data fraction
+    evaluate/<objective>/{zeroshot,retrieval,grounding}.json      text tasks ("applicable": false -> "n/a")
+
+Written under out_dir by `write_report`: results.json, results.md, metrics.json (flat, for `dvc metrics`),
+fraction_curves.csv and loss_curves.csv (for `dvc plots`), figures/fraction_curves.png,
+figures/loss_curves.png and figures/heatmap_<k>.png (stable copies of grounding heat maps for the README).
+
+Column names: "probe <dataset> AUROC|acc <pct>%", "segment <dataset> Dice <pct>%", "zero-shot AUROC",
+"R@1|R@5|R@10|mAP report→volume|volume→report", "grounding hit", "hit ÷ chance", "pointing".
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from simcrop.evaluate.metrics import json_safe
+from simcrop.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+ROW_ORDER = ("random", "mae", "clip", "simcrop", "simcrop_batchneg")  # others after, alphabetically
+HEATMAP_OBJECTIVE = "simcrop"     # its grounding figures come first: the method the README shows
+MAIN_DATASET = "main"             # the pre-training corpus's test split: first among datasets
+LOSS_CURVE_DIR = Path("dvclive/plots/metrics/train")
+NOT_LOSS_TERMS = frozenset({"lr", "data_wait_s", "data_wait_share", "samples_per_s"})
+LOSS_TERM_ORDER = ("loss", "image", "align", "report")
+PATTERNS = ("pretrain/*/metrics.json", f"pretrain/*/{LOSS_CURVE_DIR}/*.tsv", "evaluate/*/probe/*/*.json",
+            "evaluate/*/segment/*/*.json", "evaluate/*/zeroshot.json", "evaluate/*/retrieval.json",
+            "evaluate/*/grounding.json")
+
+FRACTION_TASKS = ("probe", "segment")
+# kind of a probe/segment file -> (key in its "test" dict, metric name in the CSV, column label)
+FRACTION_METRICS = {"multilabel": ("mean_auroc", "auroc", "AUROC"),
+                    "multiclass": ("accuracy", "accuracy", "acc"),
+                    "segment": ("mean_dice", "dice", "Dice")}
+
+TEXT_TASKS = ("zeroshot", "retrieval", "grounding")
+RETRIEVAL_DIRECTIONS = {"report_to_volume": "report→volume", "volume_to_report": "volume→report"}
+RETRIEVAL_METRICS = {"recall@1": "R@1", "recall@5": "R@5", "recall@10": "R@10", "map": "mAP"}
+# text task -> columns as (path to the value, column label, metrics.json key, path to its chance level)
+TEXT_COLUMNS = {
+    "zeroshot": ((("auroc_mean",), "zero-shot AUROC", "zeroshot/auroc", None),),
+    "retrieval": tuple(((d, m), f"{short} {arrow}", f"retrieval/{d}/{m}",
+                        (d, f"chance_{m}") if m.startswith("recall@") else None)
+                       for d, arrow in RETRIEVAL_DIRECTIONS.items() for m, short in RETRIEVAL_METRICS.items()),
+    "grounding": ((("hit_fraction",), "grounding hit", "grounding/hit", ("hit_fraction_chance",)),
+                  (("hit_ratio_to_chance",), "hit ÷ chance", "grounding/hit_ratio", None),
+                  (("pointing_game",), "pointing", "grounding/pointing", ("pointing_chance",))),
+}
+
+DECIMALS = 3
+MISSING, NOT_APPLICABLE = "–", "n/a"
+PANEL_SIZE = (4.0, 3.0)           # inches per subplot
+PANEL_COLUMNS = 3
+DPI = 120
+
+
+# ---------------------------------------------------------------- reading
+
+def order_objectives(names) -> list[str]:
+    """ROW_ORDER first (baselines before the method), then any other name (ablations) alphabetically."""
+    names = set(names)
+    return [n for n in ROW_ORDER if n in names] + sorted(names - set(ROW_ORDER))
+
+
+def _number(value) -> float | None:
+    """A finite float, or None (missing, null, NaN, not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _lookup(obj: dict, path: Sequence[str] | None) -> float | None:
+    for key in path or ():
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return _number(obj) if path else None
+
+
+def _pct_order(pct: str) -> float:
+    try:
+        return float(pct)
+    except ValueError:    # not written by simcrop; keep it, last
+        return math.inf
+
+
+def _read_loss_curves(folder: Path) -> dict:
+    """{term: [[step, value], ...]} from dvclive's TSVs (header: [timestamp,] step, <term>)."""
+    curves = {}
+    for path in sorted(folder.glob("*.tsv")):
+        term = path.stem
+        if term in NOT_LOSS_TERMS:
+            continue
+        table = pd.read_csv(path, sep="\t")
+        if "step" not in table or term not in table:
+            log.warning("%s: no 'step' and %r columns; skipped", path, term)
+            continue
+        points = [[int(s), float(v)] for s, v in zip(table["step"], table[term]) if _number(v) is not None]
+        if points:
+            curves[term] = points
+    return curves
+
+
+def _merge_fractions(entries: dict, metrics: dict, stem: str, kind: str) -> None:
+    """Add a probe/segment file's fractions to entries[pct]; the file named after a fraction wins it."""
+    for pct, entry in metrics.get("fractions", {}).items():
+        if pct not in entries or pct == stem:
+            entries[pct] = {**entry, "kind": kind}
+
+
+def _heatmap_paths(grounding: dict, eval_dir: Path) -> list[str]:
+    """Existing files among the grounding figures. The JSON stores paths relative to where the job ran,
+    so a path that does not resolve is looked up by name next to the JSON."""
+    found = []
+    for listed in grounding.get("figures") or []:
+        name = Path(listed).name
+        for candidate in (Path(listed), eval_dir / "grounding_figures" / name, eval_dir / name):
+            if candidate.is_file():
+                found.append(str(candidate))
+                break
+        else:
+            log.warning("grounding figure %s not found", listed)
+    return found
+
+
+def collect(run_dir) -> dict:
+    """Everything found under run_dir, as plain JSON-able dicts.
+
+    {"run_dir", "sources": [JSON files read], "objectives": {name (ordered): {"sources", "pretrain": metrics,
+    "loss_curves": {term: [[step, value]]}, "probe" | "segment": {dataset: {pct: fraction entry + "kind"}},
+    "zeroshot" | "retrieval" | "grounding": metrics, "heatmaps": [png paths]}}}; absent parts are left out.
+    """
+    run_dir = Path(run_dir)
+    found: dict[str, dict] = {}
+
+    def part(name: str) -> dict:
+        return found.setdefault(name, {"sources": []})
+
+    def read(name: str, path: Path) -> dict:
+        part(name)["sources"].append(str(path))
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    for path in sorted(run_dir.glob("pretrain/*/metrics.json")):
+        part(path.parent.name)["pretrain"] = read(path.parent.name, path)
+    for folder in sorted(p for p in run_dir.glob("pretrain/*") if p.is_dir()):
+        curves = _read_loss_curves(folder / LOSS_CURVE_DIR)
+        if curves:
+            part(folder.name)["loss_curves"] = curves
+    for task in FRACTION_TASKS:
+        for path in sorted(run_dir.glob(f"evaluate/*/{task}/*/*.json")):
+            name, dataset = path.parents[2].name, path.parent.name
+            metrics = read(name, path)
+            kind = metrics.get("task", "multilabel") if task == "probe" else "segment"
+            if kind not in FRACTION_METRICS:
+                log.warning("%s: unknown task %r; skipped", path, kind)
+                continue
+            entries = part(name).setdefault(task, {}).setdefault(dataset, {})
+            _merge_fractions(entries, metrics, path.stem, kind)
+    for task in TEXT_TASKS:
+        for path in sorted(run_dir.glob(f"evaluate/*/{task}.json")):
+            part(path.parent.name)[task] = read(path.parent.name, path)
+    for name, parts in found.items():
+        if "grounding" in parts:
+            parts["heatmaps"] = _heatmap_paths(parts["grounding"], run_dir / "evaluate" / name)
+    objectives = {name: found[name] for name in order_objectives(found)}
+    return {"run_dir": str(run_dir), "objectives": objectives,
+            "sources": [s for parts in objectives.values() for s in parts["sources"]]}
+
+
+# ---------------------------------------------------------------- table
+
+def _fraction_cells(parts: dict) -> list[dict]:
+    cells = []
+    for rank, task in enumerate(FRACTION_TASKS):
+        for dataset, entries in parts.get(task, {}).items():
+            for pct, entry in entries.items():
+                test_key, _, label = FRACTION_METRICS[entry["kind"]]
+                cells.append({"column": f"{task} {dataset} {label} {pct}%", "key": f"{task}/{dataset}/{pct}",
+                              "value": _lookup(entry, ("test", test_key)), "applicable": True, "chance": None,
+                              "order": (rank, int(dataset != MAIN_DATASET), dataset, label, _pct_order(pct))})
+    return cells
+
+
+def _text_cells(parts: dict) -> list[dict]:
+    cells = []
+    for rank, task in enumerate(TEXT_TASKS, start=len(FRACTION_TASKS)):
+        if task not in parts:
+            continue
+        metrics = parts[task]
+        applicable = metrics.get("applicable", True) is not False
+        for i, (path, label, key, chance_path) in enumerate(TEXT_COLUMNS[task]):
+            cells.append({"column": label, "key": key, "applicable": applicable,
+                          "value": _lookup(metrics, path) if applicable else None,
+                          "chance": _lookup(metrics, chance_path) if applicable else None,
+                          "order": (rank, 0, "", "", float(i))})
+    return cells
+
+
+def results_table(collected: dict, objectives: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per objective (ROW_ORDER, or `objectives` as given), one float column per metric; NaN where
+    missing or not applicable.
+
+    attrs: "keys" {column: metrics.json key}, "not_applicable" {objective: [columns]}, "chance" {column: the
+    first objective's chance level, where the file gives one}.
+    """
+    found = collected["objectives"]
+    names = list(objectives) if objectives is not None else list(found)
+    cells = [{**c, "objective": name} for name in names
+             for c in _fraction_cells(found.get(name, {})) + _text_cells(found.get(name, {}))]
+    columns = list(dict.fromkeys(c["column"] for c in sorted(cells, key=lambda c: c["order"])))
+    frame = pd.DataFrame(math.nan, index=pd.Index(names, name="objective"), columns=columns, dtype=float)
+    not_applicable: dict[str, list[str]] = {}
+    chance: dict[str, float] = {}
+    for c in cells:
+        if c["value"] is not None:
+            frame.loc[c["objective"], c["column"]] = c["value"]
+        if not c["applicable"]:
+            not_applicable.setdefault(c["objective"], []).append(c["column"])
+        if c["chance"] is not None:
+            chance.setdefault(c["column"], c["chance"])
+    frame.attrs.update(keys={c["column"]: c["key"] for c in cells}, not_applicable=not_applicable,
+                       chance={col: chance[col] for col in columns if col in chance})
+    return frame
+
+
+def fraction_curves(collected: dict, objectives: Sequence[str]) -> pd.DataFrame:
+    """Long table objective, dataset, task, metric, fraction, value: one row per scored probe/segment
+    fraction (a null test metric has no point to plot, so it is left out)."""
+    rows = []
+    for name in objectives:
+        parts = collected["objectives"].get(name, {})
+        for task in FRACTION_TASKS:
+            for dataset, entries in parts.get(task, {}).items():
+                for pct, entry in entries.items():
+                    test_key, metric, _ = FRACTION_METRICS[entry["kind"]]
+                    value = _lookup(entry, ("test", test_key))
+                    fraction = _number(entry.get("fraction"))
+                    if value is not None:
+                        rows.append({"objective": name, "dataset": dataset, "task": task, "metric": metric,
+                                     "fraction": fraction if fraction is not None else _pct_order(pct) / 100,
+                                     "value": value})
+    return pd.DataFrame(rows, columns=["objective", "dataset", "task", "metric", "fraction", "value"])
+
+
+def loss_curves(collected: dict, objectives: Sequence[str]) -> pd.DataFrame:
+    """Long table objective, term, step, value from the dvclive TSVs."""
+    rows = [{"objective": name, "term": term, "step": step, "value": value}
+            for name in objectives
+            for term, points in collected["objectives"].get(name, {}).get("loss_curves", {}).items()
+            for step, value in points]
+    return pd.DataFrame(rows, columns=["objective", "term", "step", "value"])
+
+
+# ---------------------------------------------------------------- figures
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")   # no display on cluster nodes
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _panels(plt, n: int):
+    """A figure with n panels (one 'no data' panel when n is 0) and its flat list of used axes."""
+    cols = max(1, min(PANEL_COLUMNS, n))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows), squeeze=False)
+    axes = list(axes.ravel())
+    for ax in axes[n:]:
+        ax.axis("off")
+    if n == 0:
+        axes[0].text(0.5, 0.5, "no data", ha="center", va="center", transform=axes[0].transAxes)
+    return fig, axes[:n]
+
+
+def _colors(plt, objectives: Sequence[str]) -> dict:
+    """One colour per objective, the same in every panel and figure."""
+    cmap = plt.get_cmap("tab10")
+    return {name: cmap(i % cmap.N) for i, name in enumerate(objectives)}
+
+
+def _save(plt, fig, out_png: Path) -> None:
+    try:
+        fig.tight_layout()
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+
+
+def plot_fraction_curves(curves: pd.DataFrame, objectives: Sequence[str], out_png) -> None:
+    """Metric vs data fraction (log x): one panel per (task, dataset), one line per objective."""
+    plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter
+
+    panels = sorted(set(zip(curves["task"], curves["dataset"], curves["metric"])),
+                    key=lambda p: (FRACTION_TASKS.index(p[0]), p[1] != MAIN_DATASET, p[1], p[2]))
+    fig, axes = _panels(plt, len(panels))
+    colors = _colors(plt, objectives)
+    for ax, (task, dataset, metric) in zip(axes, panels):
+        panel = curves[(curves["task"] == task) & (curves["dataset"] == dataset) & (curves["metric"] == metric)]
+        for name in objectives:
+            line = panel[panel["objective"] == name].sort_values("fraction")
+            if len(line):
+                ax.plot(100 * line["fraction"], line["value"], marker="o", color=colors[name], label=name)
+        ax.set(xscale="log", xlabel="training data (%)", ylabel=metric, title=f"{task} {dataset}")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))   # 1, 10, 100 rather than 10^k
+        ax.legend(fontsize="small")
+    _save(plt, fig, Path(out_png))
+
+
+def _term_order(term: str) -> tuple:
+    return (LOSS_TERM_ORDER.index(term) if term in LOSS_TERM_ORDER else len(LOSS_TERM_ORDER), term)
+
+
+def plot_loss_curves(curves: pd.DataFrame, objectives: Sequence[str], out_png) -> None:
+    """Pre-training loss vs step: one panel per loss term, one line per objective."""
+    plt = _pyplot()
+    terms = sorted(set(curves["term"]), key=_term_order)
+    fig, axes = _panels(plt, len(terms))
+    colors = _colors(plt, objectives)
+    for ax, term in zip(axes, terms):
+        panel = curves[curves["term"] == term]
+        for name in objectives:
+            line = panel[panel["objective"] == name].sort_values("step")
+            if len(line):
+                ax.plot(line["step"], line["value"], color=colors[name], label=name)
+        ax.set(xlabel="step", ylabel=term, title=term)
+        ax.legend(fontsize="small")
+    _save(plt, fig, Path(out_png))
+
+
+def copy_heatmaps(collected: dict, objectives: Sequence[str], fig_dir: Path, n: int) -> list[Path]:
+    """Copy the first n grounding figures (HEATMAP_OBJECTIVE's first) to fig_dir/heatmap_<k>.png, k from 1."""
+    order = sorted(objectives, key=lambda name: name != HEATMAP_OBJECTIVE)   # stable: keeps the rest's order
+    sources = [p for name in order for p in collected["objectives"].get(name, {}).get("heatmaps", [])][:n]
+    copies = []
+    for k, source in enumerate(sources, start=1):
+        dest = fig_dir / f"heatmap_{k}.png"
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(source, tmp)
+        copies.append(dest)
+    return copies
+
+
+# ---------------------------------------------------------------- writing
+
+def _cell(value: float, not_applicable: bool) -> str:
+    if not_applicable:
+        return NOT_APPLICABLE
+    return MISSING if math.isnan(value) else f"{value:.{DECIMALS}f}"
+
+
+def markdown_report(frame: pd.DataFrame, images: Sequence[tuple[str, str]], title: str = "") -> str:
+    """The results table, a line of chance levels, then the images as (caption, relative link)."""
+    lines = [f"# {title}", ""] if title else []
+    if len(frame.columns):
+        na = frame.attrs.get("not_applicable", {})
+        lines += ["| objective | " + " | ".join(frame.columns) + " |",
+                  "|:---|" + "---:|" * len(frame.columns)]
+        for name, row in frame.iterrows():
+            cells = [_cell(row[col], col in na.get(name, ())) for col in frame.columns]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", f"{MISSING}: not run; {NOT_APPLICABLE}: not applicable to the objective "
+                      f"(no text side, or no lesion masks)."]
+    else:
+        lines.append("No downstream evaluation results found.")
+    chance = frame.attrs.get("chance", {})
+    if chance:
+        levels = ", ".join(f"{col} {value:.{DECIMALS}f}" for col, value in chance.items())
+        lines += ["", f"Chance levels: {levels}."]
+    for caption, link in images:
+        lines += ["", f"![{caption}]({link})"]
+    return "\n".join(lines) + "\n"
+
+
+def _flat_metrics(frame: pd.DataFrame) -> dict:
+    """{objective: {metrics.json key: number}} for `dvc metrics show`; missing values are dropped."""
+    keys = frame.attrs.get("keys", {})
+    return {name: {keys[col]: float(value) for col, value in row.items() if not math.isnan(value)}
+            for name, row in frame.iterrows()}
+
+
+def write_report(run_dir, out_dir, objectives: Sequence[str] | None = None, n_heatmaps: int = 2,
+                 title: str = "") -> dict:
+    """Write results.json/.md, metrics.json, the two CSVs and figures/ under out_dir; return results.json's dict.
+
+    objectives: rows to show, in this order (None: every objective found, ROW_ORDER first).
+    Raises FileNotFoundError when none of them has any result file under run_dir.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    collected = collect(run_dir)
+    names = list(objectives) if objectives is not None else list(collected["objectives"])
+    chosen = [collected["objectives"][n] for n in names if n in collected["objectives"]]
+    if not chosen:
+        raise FileNotFoundError(f"no results under {run_dir} for objectives {names or 'any'}; "
+                                f"looked for {', '.join(PATTERNS)}")
+    fig_dir = out_dir / "figures"
+    frame = results_table(collected, names)
+    fractions, losses = fraction_curves(collected, names), loss_curves(collected, names)
+    write_csv_atomic(out_dir / "fraction_curves.csv", fractions)
+    write_csv_atomic(out_dir / "loss_curves.csv", losses)
+    plot_fraction_curves(fractions, names, fig_dir / "fraction_curves.png")
+    plot_loss_curves(losses, names, fig_dir / "loss_curves.png")
+    heatmaps = copy_heatmaps(collected, names, fig_dir, n_heatmaps)
+    images = [("Metric vs. training data fraction", fig_dir / "fraction_curves.png"),
+              ("Pre-training loss curves", fig_dir / "loss_curves.png")]
+    images += [(f"Grounding heat map {k}", p) for k, p in enumerate(heatmaps, start=1)]
+    images = [(caption, path.relative_to(out_dir).as_posix()) for caption, path in images]
+    write_text_atomic(out_dir / "results.md", markdown_report(frame, images, title))
+    write_json_atomic(out_dir / "metrics.json", _flat_metrics(frame))
+    results = json_safe({
+        "title": title, "run_dir": str(run_dir), "objectives": names, "columns": list(frame.columns),
+        "rows": {name: {col: row[col] for col in frame.columns} for name, row in frame.iterrows()},
+        "not_applicable": frame.attrs["not_applicable"], "chance": frame.attrs["chance"],
+        "keys": frame.attrs["keys"], "figures": [link for _, link in images],
+        "sources": [s for parts in chosen for s in parts["sources"]]})
+    write_json_atomic(out_dir / "results.json", results)
+    return results

@@ -1,0 +1,223 @@
+"""Results report: a hand-written run of evaluation JSON files -> table, DVC files, figures, heat-map copies."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from simcrop.evaluate.report import collect, results_table, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NOT_APPLICABLE = {"applicable": False, "reason": "no text encoder", "checkpoint": None}
+
+
+def _json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj), encoding="utf-8")
+
+
+def _tsv(folder: Path, term: str, values: list[float]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["timestamp\tstep\t" + term] + [f"{1700000000 + i}\t{10 * (i + 1)}\t{v}" for i, v in enumerate(values)]
+    (folder / f"{term}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _probe(path: Path, pct_scores: dict[str, float | None], task: str = "multilabel") -> None:
+    fractions = {}
+    for pct, score in pct_scores.items():
+        test = ({"accuracy": score} if task == "multiclass" else
+                {"mean_auroc": score, "auroc": {"Emphysema": score, "Nodule": None}, "n_classes_unscored": 1})
+        fractions[pct] = {"fraction": float(pct) / 100, "n_train": int(pct), "n_train_patients": int(pct),
+                          "best_epoch": 3, "val_metric": 0.5, "test": test}
+    _json(path, {"task": task, "protocol": "holdout", "encoder": "x.pt", "label_names": ["Emphysema", "Nodule"],
+                 "n": {"train": 100, "val": 10, "test": 10}, "fractions": fractions})
+
+
+def _png(path: Path, tag: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(PNG_MAGIC + tag)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    ev = run / "evaluate"
+    # pre-training: two objectives with dvclive curves; lr is not a loss
+    for name, loss in (("simcrop", [9.0, 7.0, 5.0]), ("mae", [1.0, 0.8])):
+        _json(run / "pretrain" / name / "metrics.json", {"step": 30, "samples_per_s": 2.5, "losses": {"loss": loss[-1]},
+                                                       "first_losses": {"loss": loss[0]}})
+        curves = run / "pretrain" / name / "dvclive/plots/metrics/train"
+        _tsv(curves, "loss", loss)
+        _tsv(curves, "lr", [1e-4] * len(loss))
+    _tsv(run / "pretrain/simcrop/dvclive/plots/metrics/train", "align", [4.0, 3.0, 2.0])
+    # probes: main at two fractions (one file each), a multiclass downstream set
+    for name, (s10, s100) in {"random": (0.52, 0.55), "simcrop": (0.71, 0.80)}.items():
+        _probe(ev / name / "probe/main/10.json", {"10": s10})
+        _probe(ev / name / "probe/main/100.json", {"100": s100})
+    # a file may hold other fractions too: the file named after a fraction wins it (10.json's 0.71, not 0.0)
+    _probe(ev / "simcrop/probe/main/100.json", {"10": 0.0, "100": 0.80})
+    _probe(ev / "mae/probe/main/100.json", {"100": 0.6})
+    _probe(ev / "simcrop/probe/ccccii/100.json", {"100": 0.9}, task="multiclass")
+    _json(ev / "simcrop/segment/luna16/100.json", {
+        "label_map": "organ", "classes": ["lung", "airway"],
+        "fractions": {"100": {"fraction": 1.0, "n_train": 8, "best_step": 100, "val_mean_dice": 0.6,
+                              "history": [[100, 0.6, 0.4]],
+                              "test": {"mean_dice": 0.65, "dice": {"lung": 0.65, "airway": None}, "n_volumes": 2}}}})
+    # text tasks: simcrop does them all, mae cannot (no text side), clip grounds with one figure
+    _json(ev / "simcrop/zeroshot.json", {"task": "zeroshot", "applicable": True, "auroc_mean": 0.68,
+                                         "auroc": {"Emphysema": 0.68}})
+    direction = {"recall@1": 0.2, "recall@5": 0.5, "recall@10": 0.7, "map": 0.3,
+                 "chance_recall@1": 0.04, "chance_recall@5": 0.2, "chance_recall@10": 0.4}
+    _json(ev / "simcrop/retrieval.json", {"task": "retrieval", "applicable": True, "report_to_volume": direction,
+                                          "volume_to_report": {**direction, "recall@5": 0.45}})
+    first = _png(ev / "simcrop/grounding_figures/a.png", b"simcrop-a")
+    _png(ev / "simcrop/grounding_figures/b.png", b"simcrop-b")
+    grounding = {"task": "grounding", "applicable": True, "n_sentences": 20, "hit_fraction": 0.25,
+                 "hit_fraction_chance": 0.066, "hit_ratio_to_chance": 3.79, "pointing_game": 0.3,
+                 "pointing_chance": 0.066}
+    # one path as the job wrote it (relative to another working directory): found by name
+    _json(ev / "simcrop/grounding.json", {**grounding, "figures": [str(first), "elsewhere/grounding_figures/b.png"]})
+    _png(ev / "clip/grounding_figures/c.png", b"clip-c")
+    _json(ev / "clip/grounding.json", {**grounding, "hit_fraction": 0.1,
+                                       "figures": [str(ev / "clip/grounding_figures/c.png")]})
+    for task in ("zeroshot", "retrieval", "grounding"):
+        _json(ev / f"mae/{task}.json", {"task": task, **NOT_APPLICABLE})
+    _json(ev / "abl_nocrop/zeroshot.json", {"task": "zeroshot", "applicable": True, "auroc_mean": 0.61})
+    return run
+
+
+@pytest.fixture(scope="module")
+def report(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return out, write_report(run_dir, out, n_heatmaps=3, title="Test run")
+
+
+def _md_table(text: str) -> dict[str, dict[str, str]]:
+    """{objective: {column: cell}} from the Markdown table."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    header = split[0]
+    return {row[0]: dict(zip(header[1:], row[1:])) for row in split[2:]}
+
+
+def test_rows_are_ordered_baselines_first_then_ablations(report):
+    _, results = report
+    assert results["objectives"] == ["random", "mae", "clip", "simcrop", "abl_nocrop"]
+
+
+def test_columns_are_grouped_by_task_dataset_and_fraction(report):
+    _, results = report
+    columns = results["columns"]
+    assert columns[:5] == ["probe main AUROC 10%", "probe main AUROC 100%", "probe ccccii acc 100%",
+                           "segment luna16 Dice 100%", "zero-shot AUROC"]
+    assert columns[5:13] == [f"{k} {d}" for d in ("report→volume", "volume→report")
+                             for k in ("R@1", "R@5", "R@10", "mAP")]
+    assert columns[13:] == ["grounding hit", "hit ÷ chance", "pointing"]
+
+
+def test_values_land_in_their_cells(report):
+    _, results = report
+    rows = results["rows"]
+    assert rows["simcrop"]["probe main AUROC 10%"] == pytest.approx(0.71)
+    assert rows["simcrop"]["probe main AUROC 100%"] == pytest.approx(0.80)
+    assert rows["random"]["probe main AUROC 10%"] == pytest.approx(0.52)
+    assert rows["mae"]["probe main AUROC 10%"] is None           # mae probed at 100% only
+    assert rows["simcrop"]["probe ccccii acc 100%"] == pytest.approx(0.9)
+    assert rows["simcrop"]["segment luna16 Dice 100%"] == pytest.approx(0.65)
+    assert rows["simcrop"]["R@5 volume→report"] == pytest.approx(0.45)
+    assert rows["simcrop"]["R@5 report→volume"] == pytest.approx(0.5)
+    assert rows["clip"]["grounding hit"] == pytest.approx(0.1)
+    assert rows["abl_nocrop"]["zero-shot AUROC"] == pytest.approx(0.61)
+    assert rows["mae"]["zero-shot AUROC"] is None
+    assert set(results["not_applicable"]) == {"mae"}
+    assert "zero-shot AUROC" in results["not_applicable"]["mae"] and "pointing" in results["not_applicable"]["mae"]
+    assert results["chance"] == pytest.approx({"grounding hit": 0.066, "pointing": 0.066,
+                                               "R@1 report→volume": 0.04, "R@5 report→volume": 0.2,
+                                               "R@10 report→volume": 0.4, "R@1 volume→report": 0.04,
+                                               "R@5 volume→report": 0.2, "R@10 volume→report": 0.4})
+    assert len(results["sources"]) == 17   # 2 pretrain, 7 probe/segment, 8 text-task files
+    on_disk = json.loads((report[0] / "results.json").read_text())
+    assert on_disk["rows"] == rows
+
+
+def test_markdown_table_shows_values_na_and_missing(report):
+    out, _ = report
+    text = (out / "results.md").read_text(encoding="utf-8")
+    table = _md_table(text)
+    assert list(table) == ["random", "mae", "clip", "simcrop", "abl_nocrop"]
+    assert table["simcrop"]["probe main AUROC 10%"] == "0.710"
+    assert table["simcrop"]["probe ccccii acc 100%"] == "0.900"
+    assert table["simcrop"]["grounding hit"] == "0.250"
+    assert table["mae"]["zero-shot AUROC"] == "n/a"
+    assert table["mae"]["grounding hit"] == "n/a"
+    assert table["random"]["zero-shot AUROC"] == "–"
+    assert table["mae"]["probe main AUROC 10%"] == "–"
+    assert text.startswith("# Test run")
+    assert "grounding hit 0.066" in text and "R@5 report→volume 0.200" in text
+    for link in ("figures/fraction_curves.png", "figures/loss_curves.png", "figures/heatmap_1.png",
+                 "figures/heatmap_3.png"):
+        assert f"]({link})" in text
+
+
+def test_dvc_metrics_are_flat_and_numeric(report):
+    out, _ = report
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"random", "mae", "clip", "simcrop", "abl_nocrop"}
+    for values in metrics.values():
+        assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values())
+    assert metrics["simcrop"]["probe/main/100"] == pytest.approx(0.80)
+    assert metrics["simcrop"]["probe/ccccii/100"] == pytest.approx(0.9)
+    assert metrics["simcrop"]["segment/luna16/100"] == pytest.approx(0.65)
+    assert metrics["simcrop"]["grounding/hit"] == pytest.approx(0.25)
+    assert metrics["simcrop"]["retrieval/report_to_volume/recall@5"] == pytest.approx(0.5)
+    assert metrics["mae"] == {"probe/main/100": pytest.approx(0.6)}   # n/a tasks are dropped, not null
+
+
+def test_csvs_hold_one_row_per_fraction_and_per_loss_point(report):
+    out, _ = report
+    fractions = pd.read_csv(out / "fraction_curves.csv")
+    assert list(fractions.columns) == ["objective", "dataset", "task", "metric", "fraction", "value"]
+    assert len(fractions) == 7   # random 2, mae 1, simcrop 2 + ccccii 1 + segment 1
+    row = fractions[(fractions.objective == "simcrop") & (fractions.dataset == "main") & (fractions.fraction == 0.1)]
+    assert row[["task", "metric"]].values.tolist() == [["probe", "auroc"]] and row.value.item() == pytest.approx(0.71)
+    seg = fractions[fractions.task == "segment"]
+    assert seg[["objective", "dataset", "metric", "fraction"]].values.tolist() == [["simcrop", "luna16", "dice", 1.0]]
+    losses = pd.read_csv(out / "loss_curves.csv")
+    assert list(losses.columns) == ["objective", "term", "step", "value"]
+    assert sorted(set(zip(losses.objective, losses.term))) == [("mae", "loss"), ("simcrop", "align"),
+                                                               ("simcrop", "loss")]
+    assert len(losses) == 2 + 3 + 3
+    last = losses[(losses.objective == "simcrop") & (losses.term == "loss")].sort_values("step").iloc[-1]
+    assert (last.step, last.value) == (30, pytest.approx(5.0))
+
+
+def test_figures_are_png_and_heatmaps_prefer_simcrop(report, run_dir):
+    out, results = report
+    for name in ("fraction_curves.png", "loss_curves.png"):
+        data = (out / "figures" / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 1000
+    # simcrop's two figures first (one found by name next to its JSON), then clip's
+    copies = [(out / "figures" / f"heatmap_{k}.png").read_bytes() for k in (1, 2, 3)]
+    assert copies == [PNG_MAGIC + b"simcrop-a", PNG_MAGIC + b"simcrop-b", PNG_MAGIC + b"clip-c"]
+    assert not (out / "figures" / "heatmap_4.png").exists()
+    assert "figures/heatmap_3.png" in results["figures"]
+
+
+def test_objectives_restrict_and_order_rows(run_dir, tmp_path):
+    results = write_report(run_dir, tmp_path, objectives=["simcrop", "random"], n_heatmaps=1)
+    assert results["objectives"] == ["simcrop", "random"]
+    assert list(_md_table((tmp_path / "results.md").read_text(encoding="utf-8"))) == ["simcrop", "random"]
+    assert "grounding hit" in results["columns"] and "mae" not in results["rows"]
+    assert (tmp_path / "figures/heatmap_1.png").exists() and not (tmp_path / "figures/heatmap_2.png").exists()
+    frame = results_table(collect(run_dir))
+    assert frame.loc["random", "probe main AUROC 100%"] == pytest.approx(0.55)
+
+
+def test_nothing_found_raises(tmp_path):
+    (tmp_path / "evaluate").mkdir()
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        write_report(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
