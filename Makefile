@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES)
-	@cat results/demo/preprocess_summary.json
-	@echo "demo finished: outputs under results/demo/ (montage: results/demo/figures/montage.png)"
+	@cat results/demo/report/results.md
+	@echo "demo finished: outputs under results/demo/ (table, plots, heat maps: results/demo/report/)"
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH TRITON_INTERPRET=1 $(BIN)/python -m pytest -q

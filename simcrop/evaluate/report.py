@@ -390,11 +390,17 @@ def markdown_report(frame: pd.DataFrame, images: Sequence[tuple[str, str]], titl
     return "\n".join(lines) + "\n"
 
 
-def _flat_metrics(frame: pd.DataFrame) -> dict:
-    """{objective: {metrics.json key: number}} for `dvc metrics show`; missing values are dropped."""
+def _flat_metrics(frame: pd.DataFrame, collected: dict) -> dict:
+    """{objective: {metrics.json key: number}} for `dvc metrics show`: the table's values plus the final
+    pre-training losses and throughput ("pretrain/<term>"); missing values are dropped."""
     keys = frame.attrs.get("keys", {})
-    return {name: {keys[col]: float(value) for col, value in row.items() if not math.isnan(value)}
+    flat = {name: {keys[col]: float(value) for col, value in row.items() if not math.isnan(value)}
             for name, row in frame.iterrows()}
+    for name in flat:
+        pretrain = collected["objectives"].get(name, {}).get("pretrain", {})
+        values = {**pretrain.get("losses", {}), "samples_per_s": pretrain.get("samples_per_s")}
+        flat[name].update({f"pretrain/{k}": float(v) for k, v in values.items() if _number(v) is not None})
+    return flat
 
 
 def write_report(run_dir, out_dir, objectives: Sequence[str] | None = None, n_heatmaps: int = 2,
@@ -424,7 +430,7 @@ def write_report(run_dir, out_dir, objectives: Sequence[str] | None = None, n_he
     images += [(f"Grounding heat map {k}", p) for k, p in enumerate(heatmaps, start=1)]
     images = [(caption, path.relative_to(out_dir).as_posix()) for caption, path in images]
     write_text_atomic(out_dir / "results.md", markdown_report(frame, images, title))
-    write_json_atomic(out_dir / "metrics.json", _flat_metrics(frame))
+    write_json_atomic(out_dir / "metrics.json", _flat_metrics(frame, collected))
     results = json_safe({
         "title": title, "run_dir": str(run_dir), "objectives": names, "columns": list(frame.columns),
         "rows": {name: {col: row[col] for col in frame.columns} for name, row in frame.iterrows()},

@@ -173,7 +173,10 @@ def test_dvc_metrics_are_flat_and_numeric(report):
     assert metrics["simcrop"]["segment/luna16/100"] == pytest.approx(0.65)
     assert metrics["simcrop"]["grounding/hit"] == pytest.approx(0.25)
     assert metrics["simcrop"]["retrieval/report_to_volume/recall@5"] == pytest.approx(0.5)
-    assert metrics["mae"] == {"probe/main/100": pytest.approx(0.6)}   # n/a tasks are dropped, not null
+    # n/a tasks are dropped, not null; the final pre-training losses and throughput come along
+    assert metrics["mae"] == {"probe/main/100": pytest.approx(0.6), "pretrain/loss": pytest.approx(0.8),
+                              "pretrain/samples_per_s": pytest.approx(2.5)}
+    assert metrics["simcrop"]["pretrain/loss"] == pytest.approx(5.0) and "pretrain/loss" not in metrics["random"]
 
 
 def test_csvs_hold_one_row_per_fraction_and_per_loss_point(report):
