@@ -12,6 +12,7 @@ NIfTI) go beside the manifest, in `<manifest folder>/<dataset>_derived/`, never 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -55,16 +56,40 @@ def hold_out_patients(patient_ids, fraction: float, seed: int) -> set[str]:
     return set(sorted(patients, key=lambda p: _rank(p, seed))[:n_val])
 
 
+def class_strata(rows: list[dict]) -> dict[str, str] | None:
+    """patient -> class when every row's labels are one-hot (a single-label dataset such as CC-CCII), so
+    held-out splits can be drawn per class; None otherwise (multi-label or unlabelled data)."""
+    strata = {}
+    for row in rows:
+        raw = row.get("labels") or ""
+        labels = json.loads(raw) if isinstance(raw, str) and raw else raw
+        if not isinstance(labels, dict) or sum(float(v) for v in labels.values()) != 1:
+            return None
+        strata[row["patient_id"]] = max(labels, key=lambda k: float(labels[k]))
+    return strata
+
+
+def _hold_out(patients: set[str], fraction: float, seed: int, strata: dict[str, str] | None) -> set[str]:
+    if strata is None:
+        return hold_out_patients(patients, fraction, seed)
+    groups: dict[str, set[str]] = {}
+    for p in patients:
+        groups.setdefault(strata[p], set()).add(p)
+    return set().union(*(hold_out_patients(g, fraction, seed) for g in groups.values())) if groups else set()
+
+
 def assign_splits(rows: list[dict], val_fraction: float, seed: int, test_fraction: float = 0.0) -> list[dict]:
     """Provisional `train` patients → `train` or `val` (per patient); `test` stays `test`. A dataset
-    without any `test` row (CC-CCII has no official split) first gets test_fraction of its patients as test."""
+    without any `test` row (CC-CCII has no official split) first gets test_fraction of its patients as test.
+    Single-label data is held out per class (`class_strata`), so no class is missing from a split by chance."""
     train_patients = {r["patient_id"] for r in rows if r["split"] == "train"}
     test_patients = {r["patient_id"] for r in rows if r["split"] == "test"}
     both = sorted(train_patients & test_patients)
     if both:
         raise ValueError(f"patients in both the training and the test data: {both[:5]}")
-    test = set() if test_patients else hold_out_patients(train_patients, test_fraction, seed + 1)
-    val = hold_out_patients(train_patients - test, val_fraction, seed)
+    strata = class_strata(rows)
+    test = set() if test_patients else _hold_out(train_patients, test_fraction, seed + 1, strata)
+    val = _hold_out(train_patients - test, val_fraction, seed, strata)
     for row in rows:
         if row["patient_id"] in test:
             row["split"] = "test"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from simcrop.config import DataConfig, FolderAdapterConfig
-from simcrop.data.ingest import assign_splits, hold_out_patients, ingest
+from simcrop.data.ingest import assign_splits, class_strata, hold_out_patients, ingest
 from simcrop.data.manifest import ManifestError, read_manifest
 
 from ctrate_tree import write_ctrate_tree, write_lesions
@@ -139,3 +139,19 @@ def test_assign_splits_holds_out_a_test_set_only_when_there_is_none():
     official = [dict(r, split="test" if i >= 36 else "train") for i, r in enumerate(rows)]
     kept = assign_splits(official, 0.1, 5, test_fraction=0.2)
     assert sum(r["split"] == "test" for r in kept) == 4
+
+
+def test_single_label_data_is_held_out_per_class():
+    # 4 patients per class, as in the demo's CC-CCII sample: every class reaches train, val and test
+    classes = ["normal", "covid", "cp"]
+    rows = [{"volume_id": f"v{i}", "patient_id": f"p{i}", "split": "train",
+             "labels": json.dumps({c: int(c == classes[i % 3]) for c in classes})} for i in range(12)]
+    assert class_strata(rows) == {f"p{i}": classes[i % 3] for i in range(12)}
+    out = assign_splits(rows, 0.1, 42, test_fraction=0.2)
+    for split in ("train", "val", "test"):
+        got = sorted(json.loads(r["labels"]) and max(json.loads(r["labels"]), key=json.loads(r["labels"]).get)
+                     for r in out if r["split"] == split)
+        assert set(got) == set(classes), (split, got)
+    # multi-label rows (some with 0 or 2 positives) are not stratified
+    multi = [dict(r, labels=json.dumps({"a": 1, "b": int(i % 2)})) for i, r in enumerate(rows)]
+    assert class_strata(multi) is None

@@ -61,9 +61,10 @@ def test_without_cache_dir_stacks_are_skipped(sample):
 
 
 def test_ingest_and_preprocess_8bit(sample, tmp_path):
-    report = ingest(DataConfig(dataset="ccccii", root=str(sample), val_fraction=0.34),
+    report = ingest(DataConfig(dataset="ccccii", root=str(sample), val_fraction=0.34, test_fraction=0.0),
                     tmp_path / "manifest.csv", tmp_path / "report.json")
-    assert report["eight_bit"] == 3 and report["splits"]["val"]["patients"] == 2
+    # single-label data is held out per class: one val patient of each class's two
+    assert report["eight_bit"] == 3 and report["splits"]["val"]["patients"] == 3
     frame = read_manifest(tmp_path / "manifest.csv")
     assert all(p.startswith(str(tmp_path / "ccccii_derived")) for p in frame.loc[frame["format"] == "npz", "image"])
     row = frame[frame["volume_id"] == "NCP_0002_3001"].iloc[0]
