@@ -54,7 +54,7 @@ def cmd_synthesize(args) -> int:
         from simcrop.data.synthetic.downstream import write_downstream_samples
 
         summary["downstream"] = write_downstream_samples(root / "downstream", cfg.synthesize.seed,
-                                                                 cfg.synthesize.downstream_cases)
+                                                         cfg.synthesize.downstream_cases)
     _write_resolved(cfg, root / "synthesize.config.yaml")
     log.info("synthetic corpus in %s: %s", root, summary)
     return 0
@@ -202,6 +202,13 @@ def _encoder(cfg, args):
     return path
 
 
+def _row_name(args) -> str:
+    """The results-table row a probe/segment run belongs to: the objective, or the --encoder file's stem."""
+    if not args.encoder:
+        return args.objective
+    return args.encoder if args.encoder == "random" else Path(args.encoder).stem
+
+
 def _fractions(args, default):
     return [args.fraction] if args.fraction is not None else list(default)
 
@@ -215,7 +222,7 @@ def cmd_probe(args) -> int:
     data = Path(args.data_dir or targets.data_dir(cfg, args.dataset))
     fractions = [] if args.features_only else _fractions(args, pc.fractions)
     name = "features" if args.features_only else (targets.percent(args.fraction) if args.fraction else "all")
-    out = Path(args.out or cfg.run_dir / "evaluate" / args.objective / "probe" / args.dataset / f"{name}.json")
+    out = Path(args.out or cfg.run_dir / "evaluate" / _row_name(args) / "probe" / args.dataset / f"{name}.json")
     metrics = evaluate_probe(cfg, _encoder(cfg, args), data, out, fractions=fractions, protocol=pc.protocol,
                              steps=pc.steps, batch_size=pc.batch_size, lr=pc.lr, seed=pc.seed,
                              progress=not args.quiet, **targets.probe_settings(cfg, args.dataset))
@@ -232,7 +239,7 @@ def cmd_segment(args) -> int:
     sc = cfg.segment
     data = Path(args.data_dir or targets.data_dir(cfg, args.dataset))
     name = targets.percent(args.fraction) if args.fraction else "all"
-    out = Path(args.out or cfg.run_dir / "evaluate" / args.objective / "segment" / args.dataset / f"{name}.json")
+    out = Path(args.out or cfg.run_dir / "evaluate" / _row_name(args) / "segment" / args.dataset / f"{name}.json")
     metrics = evaluate_segmentation(
         cfg, _encoder(cfg, args), data, out, fractions=_fractions(args, sc.fractions), steps=sc.steps,
         crop=sc.crop, protocol=sc.protocol, batch_size=sc.batch_size, samples_per_volume=sc.samples_per_volume,
@@ -360,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--encoder", help="an encoder file ({'model': ...}) instead of --objective's, or 'random'")
         p.add_argument("--fraction", type=float, help="one training-data fraction (default: all configured)")
         p.add_argument("--data-dir", help="folder with manifest.csv, qc.csv, preprocessed/ (default: the dataset's)")
-        p.add_argument("--out", help="metrics JSON (default: <run_dir>/evaluate/<objective>/<task>/<dataset>/"
-                                     "<percent or 'all'>.json)")
+        p.add_argument("--out", help="metrics JSON (default: <run_dir>/evaluate/<objective, or the --encoder "
+                                     "file's stem>/<task>/<dataset>/<percent or 'all'>.json)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if name == "probe":
             p.add_argument("--features-only", action="store_true",
