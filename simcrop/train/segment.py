@@ -144,7 +144,8 @@ def segment_dice(model: UNETR, cases: SegmentationCases, overlap: float = 0.5, s
     """Sliding-window Dice per foreground class -> {"mean_dice", "dice": {class: float | None}, "n_volumes"}."""
     model.eval()
     n_classes = len(cases.classes) + 1
-    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
+    # get_not_nans: a class absent from every ground truth is "no score" (None), not MONAI's reduced 0.0
+    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True, get_not_nans=True)
     device = next(model.parameters()).device
     for i in tqdm(range(len(cases)), desc="segment eval", disable=not progress):
         case = cases.case(i)
@@ -152,8 +153,9 @@ def segment_dice(model: UNETR, cases: SegmentationCases, overlap: float = 0.5, s
                                           overlap=overlap, cval=AIR)
         pred = one_hot(logits.argmax(1, keepdim=True), n_classes)
         metric(y_pred=pred.cpu(), y=one_hot(case["label"][None], n_classes))
-    per = metric.aggregate().tolist() if len(cases) else [float("nan")] * (n_classes - 1)
-    dice = {name: (None if math.isnan(v) else float(v)) for name, v in zip(cases.classes, per)}
+    per, scored_volumes = metric.aggregate() if len(cases) else (torch.zeros(n_classes - 1),) * 2
+    dice = {name: (float(v) if n > 0 else None)
+            for name, v, n in zip(cases.classes, per.tolist(), scored_volumes.tolist())}
     scored = [v for v in dice.values() if v is not None]
     return {"mean_dice": float(np.mean(scored)) if scored else None, "dice": dice, "n_volumes": len(cases)}
 

@@ -13,7 +13,8 @@ import torch
 
 from simcrop.config import from_dict
 from simcrop.data.manifest import empty_row, write_manifest
-from simcrop.train.segment import crop_sampler, evaluate_segmentation, mask_kind, remap_labels
+from simcrop.train.segment import (crop_sampler, evaluate_segmentation, mask_kind, remap_labels, segment_dice,
+                                    segmentation_cases)
 
 TINY = {"embed_dim": 48, "depth": 2, "num_heads": 3}
 
@@ -98,3 +99,25 @@ def test_unetr_learns_a_bright_sphere(tmp_path):
     # chance: every voxel foreground gives Dice ~ 2 * 450 / (450 + 32000) ~ 0.03
     assert result["test"]["mean_dice"] >= 0.7, result
     assert [h[0] for h in result["history"]] == [20, 40] and result["best_step"] in (20, 40)
+
+
+class _Threshold(torch.nn.Module):
+    """A fixed 'model': class 1 above 250 HU (the sphere, not the 200 HU bone box), else background."""
+    img_size = (32, 32, 16)
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))           # segment_dice reads the device from it
+
+    def forward(self, x):
+        fg = (x > 0.25).float()
+        return torch.cat([1 - fg, fg, torch.zeros_like(fg)], dim=1)
+
+
+def test_a_class_absent_from_every_ground_truth_has_no_dice(tmp_path):
+    run = write_sphere_run(tmp_path / "run", n_patients=3)
+    cases = segmentation_cases(run, ["p0", "p1"], "organ", ["right_lung", "heart"])   # no heart anywhere
+    result = segment_dice(_Threshold(), cases, overlap=0.0)
+    assert result["dice"]["heart"] is None                                           # not MONAI's reduced 0.0
+    assert result["dice"]["right_lung"] > 0.5
+    assert result["mean_dice"] == pytest.approx(result["dice"]["right_lung"])
