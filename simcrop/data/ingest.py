@@ -75,7 +75,7 @@ def _hold_out(patients: set[str], fraction: float, seed: int, strata: dict[str, 
     groups: dict[str, set[str]] = {}
     for p in patients:
         groups.setdefault(strata[p], set()).add(p)
-    return set().union(*(hold_out_patients(g, fraction, seed) for g in groups.values())) if groups else set()
+    return set().union(*(hold_out_patients(g, fraction, seed) for g in groups.values()))
 
 
 def assign_splits(rows: list[dict], val_fraction: float, seed: int, test_fraction: float = 0.0) -> list[dict]:

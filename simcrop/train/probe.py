@@ -276,7 +276,8 @@ def encoder_tag(encoder_path, seed: int, model_cfg=None, vit_overrides: dict | N
         arch = [getattr(model_cfg, k, None) for k in ("vit", "img_size", "patch_size", "pos_embed")]
         text = json.dumps([arch, vit_overrides or {}, seed], sort_keys=True, default=str)
         return f"random-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
-    digest = hashlib.sha256(Path(encoder_path).read_bytes()).hexdigest()[:16]
+    with open(encoder_path, "rb") as handle:                 # streamed: ViT-B weights are ~350 MB
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
     return f"{Path(encoder_path).parent.name}-{digest}"
 
 
