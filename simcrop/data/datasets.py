@@ -13,6 +13,7 @@ what `simcrop.train.distributed.StepSampler` yields, and the augmentation of a s
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,8 +30,12 @@ from simcrop.data.manifest import read_manifest
 from simcrop.data.transforms import (apply, eval_transform, sample_seed, seed_transform, smaller_axes,
                                      train_transform)
 
+MASK_STREAM = 1                        # sample_seed stream of a report's MLM mask (0: augmentation)
+
 log = logging.getLogger(__name__)
 HU_MIN, HU_MAX = -1000.0, 1000.0
+# QC columns that change when a volume's voxels do (the data fingerprint); timings and paths do not count
+QC_FINGERPRINT = ("output_shape", "output_spacing", "hu_p1", "hu_p50", "hu_p99")
 
 
 class EmptyDatasetError(ValueError):
@@ -75,6 +80,7 @@ class PretrainDataset(Dataset):
     findings, impressions: str, the report sections from the manifest
     sentences:  list of Findings sentence records {"section", "text", "start", "end", "lesion_ids"},
                 offsets into `findings`
+    mask_seed:  seed of this sample's report mask (simcrop.text.batch), from (seed, epoch, index)
     """
 
     def __init__(self, manifest_path, sentences_path, preprocessed_dir, qc_path, split: str = "train",
@@ -102,8 +108,9 @@ class PretrainDataset(Dataset):
             raise FileNotFoundError(f"{qc_path}: qc.csv not found (run `simcrop gather` after preprocess)")
         if not sentences_path.exists():
             raise FileNotFoundError(f"{sentences_path}: sentences not found (run `simcrop sentences`)")
-        qc = pd.read_csv(qc_path, usecols=["volume_id"], dtype=str)
-        ok = set(qc["volume_id"])
+        qc = pd.read_csv(qc_path, dtype=str, keep_default_na=False)
+        qc_rows = {str(r["volume_id"]): r for r in qc.to_dict("records")}
+        ok = set(qc_rows)
         sentences = read_sentences(sentences_path)
         dropped = {"not_in_qc": 0, "no_findings_sentence": 0, "missing_file": 0}
         items = []
@@ -122,7 +129,8 @@ class PretrainDataset(Dataset):
                 dropped["missing_file"] += 1
                 continue
             items.append({"volume_id": volume_id, "scan_id": str(row["scan_id"]), "path": str(path),
-                          "findings": row["findings"], "impressions": row["impressions"], "sentences": findings})
+                          "findings": row["findings"], "impressions": row["impressions"], "sentences": findings,
+                          "qc": [qc_rows[volume_id].get(k, "") for k in QC_FINGERPRINT]})
         summary = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in dropped.items())
         log.info("pretrain dataset (%s): %d volumes in split, kept %d; dropped %s",
                  self.split, len(rows), len(items), summary)
@@ -134,6 +142,14 @@ class PretrainDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def fingerprint(self) -> str:
+        """sha256 of what training reads: each kept volume's id, report, sentences and QC record (shape,
+        spacing, HU statistics; not timings or paths), in order. A checkpoint trained on other data has
+        another fingerprint, without hashing every voxel of a 47k-volume dataset."""
+        keys = ("volume_id", "scan_id", "findings", "impressions", "sentences", "qc")
+        text = json.dumps([{k: item[k] for k in keys} for item in self.items], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         index, epoch = (key, 0) if isinstance(key, (int, np.integer)) else (int(key[0]), int(key[1]))
@@ -149,4 +165,5 @@ class PretrainDataset(Dataset):
             seed_transform(self.transform, sample_seed(self.seed, epoch, index))
         return {"volume_id": item["volume_id"], "scan_id": item["scan_id"],
                 "image": apply(self.transform, image), "findings": item["findings"],
-                "impressions": item["impressions"], "sentences": item["sentences"]}
+                "impressions": item["impressions"], "sentences": item["sentences"],
+                "mask_seed": sample_seed(self.seed, epoch, index, MASK_STREAM)}

@@ -92,9 +92,11 @@ def seed_transform(chain: Compose, seed: int) -> None:
     chain.set_random_state(state=np.random.RandomState(seed % (2 ** 32)))
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A well-mixed 32-bit seed for one sample's augmentation, from (seed, epoch, index)."""
-    return int(np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1)[0])
+def sample_seed(seed: int, epoch: int, index: int, stream: int = 0) -> int:
+    """A well-mixed 32-bit seed for one sample, from (seed, epoch, index); `stream` 0 is its
+    augmentation, other streams are independent draws for the same sample (1: its report's MLM mask)."""
+    entropy = [int(seed), int(epoch), int(index)] + ([int(stream)] if stream else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def apply(chain: Compose, img: torch.Tensor) -> torch.Tensor:

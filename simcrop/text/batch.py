@@ -8,12 +8,14 @@ at least one) are chosen uniformly without replacement; by default every chosen 
 (at a mask ratio of 0.75 BERT's 80/10/10 mix leaves little context; `bert_mix=True` turns it on: 80 %
 [MASK], 10 % a random token, 10 % unchanged).
 
-Reproducibility: each call draws from a fresh `torch.Generator` seeded with
+Reproducibility: a sample that carries `mask_seed` (the pre-training dataset sets it from
+(seed, epoch, index), like its augmentation) gets its mask from a generator seeded with that alone, so
+the mask depends neither on the worker that collates it, nor on the batch it lands in, nor on where a
+resumed run restarted (the batcher's own counter restarts with every process). Samples without one
+share a fresh `torch.Generator` per call seeded with
     seed_b = mix(seed, torch.initial_seed(), counter)
-where `counter` counts this batcher's calls. `torch.initial_seed()` is the process seed in the main
-process (the trainer seeds it, 42 + rank) and `base_seed + worker_id` in a DataLoader worker (the base
-seed is drawn from the main process RNG each epoch), so workers, ranks and epochs get different masks
-and a rerun with the same seeds gets the same ones. A trainer resuming mid-run may set `counter`.
+where `counter` counts this batcher's calls and `torch.initial_seed()` is the process seed (the
+DataLoader sets `base_seed + worker_id` in a worker): a rerun with the same seeds gets the same masks.
 """
 from __future__ import annotations
 
@@ -120,7 +122,11 @@ class ReportBatcher:
         if truncated:
             self._note(f"{len(truncated)} report(s) truncated at text_max_tokens={self.max_tokens} "
                        f"(first: {truncated[0]!r}); {dropped} sentence(s) lost every token and were dropped")
-        mlm_input_ids, mlm_labels = self.mask_tokens(input_ids, real, self.next_generator())
+        if all("mask_seed" in s for s in samples):
+            generators = [torch.Generator().manual_seed(int(s["mask_seed"])) for s in samples]
+        else:
+            generators = [self.next_generator()] * len(samples)     # one stream, drawn row by row
+        mlm_input_ids, mlm_labels = self.mask_tokens(input_ids, real, generators)
         return dict(
             image=torch.stack([torch.as_tensor(s["image"], dtype=torch.float32) for s in samples]),
             volume_id=[s["volume_id"] for s in samples], input_ids=input_ids, attention_mask=attention_mask,
@@ -136,24 +142,29 @@ class ReportBatcher:
         self._warned = True
 
     def mask_tokens(self, input_ids: torch.Tensor, real: torch.Tensor,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """input_ids (B, L) int64, real (B, L) bool → (mlm_input_ids (B, L), mlm_labels (B, L) -100 = not chosen)."""
-        B, L = input_ids.shape
-        n_real = real.sum(1)                                                        # (B,)
-        n_mask = torch.clamp(torch.round(n_real.float() * self.mask_prob).long(), min=1)
-        n_mask = torch.minimum(n_mask, n_real)
-        noise = torch.rand(B, L, generator=generator).masked_fill(~real, 2.0)      # non-real sort last
-        rank = noise.argsort(dim=1).argsort(dim=1)                                  # (B, L) rank of each token
-        chosen = rank < n_mask[:, None]
-        labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
-        masked = input_ids.clone()
-        if self.bert_mix:
-            u = torch.rand(B, L, generator=generator)
-            random_ids = torch.randint(len(self.tokenizer), (B, L), generator=generator)
-            masked = torch.where(chosen & (u < 0.8), torch.full_like(masked, self.mask_id), masked)
-            masked = torch.where(chosen & (u >= 0.8) & (u < 0.9), random_ids, masked)
-        else:
-            masked[chosen] = self.mask_id
+                    generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids (B, L) int64, real (B, L) bool, one generator per row → (mlm_input_ids (B, L),
+        mlm_labels (B, L), -100 = not chosen).
+
+        Each row draws only over its own real tokens, so its mask does not depend on the padding
+        length (the longest report of whatever batch it is in).
+        """
+        masked, labels = input_ids.clone(), torch.full_like(input_ids, -100)
+        for b, generator in enumerate(generators):
+            positions = real[b].nonzero().squeeze(1)
+            n_real = len(positions)
+            if n_real == 0:
+                continue
+            n_mask = min(max(1, round(n_real * self.mask_prob)), n_real)
+            chosen = positions[torch.rand(n_real, generator=generator).argsort()[:n_mask]]
+            labels[b, chosen] = input_ids[b, chosen]
+            if self.bert_mix:             # 80 % [MASK], 10 % a random token, 10 % unchanged
+                u = torch.rand(n_mask, generator=generator)
+                random_ids = torch.randint(len(self.tokenizer), (n_mask,), generator=generator)
+                masked[b, chosen] = torch.where(u < 0.8, torch.full_like(random_ids, self.mask_id),
+                                                torch.where(u < 0.9, random_ids, input_ids[b, chosen]))
+            else:
+                masked[b, chosen] = self.mask_id
         return masked, labels
 
 

@@ -11,7 +11,8 @@ A checkpoint is one `torch.save`d dict:
     extra       free-form dict (wall time, samples seen, ...)
     excluded    the model keys left out, so loading can check that exactly those are missing
 
-Everything in it is a tensor or a plain Python value, so it loads with `weights_only=True`.
+Everything in it is a tensor or a plain Python value, so it loads with `weights_only=True`. Nothing
+in it depends on the clock, and `save_torch` writes it byte-identically for identical contents.
 
 Retention: `<dir>/last.pt`, overwritten at every save (one file: a ViT-B with its optimiser state is
 about 1 GB); `keep_every` in the trainer adds milestone copies `<dir>/step_XXXXXX.pt`.
@@ -22,6 +23,8 @@ import logging
 import os
 import random
 import re
+import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -106,9 +109,39 @@ def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, step
         "extra": extra or {},
         "excluded": sorted(excluded),
     }
+    return save_torch(payload, path)
+
+
+def canonical(value):
+    """Fresh containers and interned strings throughout: pickle writes a second reference to one object
+    differently from an equal copy, so without this a resumed run (whose optimizer and scheduler dicts
+    were loaded) saves other bytes than an uninterrupted one for the same values. Tensors are kept."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        out = (OrderedDict if isinstance(value, OrderedDict) else dict)(
+            (canonical(k), canonical(v)) for k, v in value.items())
+        if hasattr(value, "_metadata"):                  # state_dict's per-module versions
+            out._metadata = canonical(value._metadata)
+        return out
+    if isinstance(value, (list, tuple)):
+        return type(value)(canonical(v) for v in value)
+    return value
+
+
+def save_torch(obj, path) -> Path:
+    """torch.save `obj` to `path` atomically and reproducibly.
+
+    Given a file name, torch names the zip archive inside after it (`<stem>/data.pkl`), so saving to a
+    randomly named temporary file would make identical tensors hash differently on every run. Given an
+    open file, it always writes `archive/`; with `canonical` containers, identical contents give
+    identical bytes.
+    """
+    obj = canonical(obj)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+    return Path(path)
 
 
 def read_checkpoint(path) -> dict:

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from simcrop.io import atomic_path
-from simcrop.train.checkpoint import read_checkpoint
+from simcrop.train.checkpoint import read_checkpoint, save_torch
 
 log = logging.getLogger(__name__)
 ANCHOR = "patch_embed.proj.weight"
@@ -56,8 +55,7 @@ def export_encoder(checkpoint_path, out_path) -> Path:
     payload = {"model": {k: v.clone() for k, v in state.items()}, "step": ckpt.get("step", 0),
                "config": ckpt.get("config", {})}
     out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(payload, out_path)
     log.info("exported %d encoder tensors from %s (step %s) to %s", len(state), checkpoint_path,
              payload["step"], out_path)
     return out_path

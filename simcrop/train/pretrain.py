@@ -9,8 +9,15 @@ Outputs under out_dir:
     metrics.json          first-window and final-window mean of each loss term, throughput, data wait share
     encoder.pt            {"model": encoder state_dict} with official key names, once `steps` are done
 
-Resume is automatic from checkpoints/last.pt. It is exact: data order and augmentation come from
-(seed, epoch, index) through `StepSampler`, and the RNG states of every rank are in the checkpoint.
+Resume is automatic from checkpoints/last.pt and exact (bitwise on CPU): data order, augmentation and
+each report's MLM mask come from (seed, epoch, index) through `StepSampler`; the RNG states of every
+rank (image masks, dropout), the half-filled logging window and the optimiser are in the checkpoint.
+
+A checkpoint written with other training settings or data (`simcrop.train.provenance`) is never
+resumed or passed off as done: `on_change="fail"` stops naming the changed keys, `"restart"` discards
+the old run and trains anew (what the Snakemake rule asks: Snakemake reruns the job because its
+settings changed). A run already at its last step only (re)writes what is missing: metrics.json and
+encoder.pt.
 """
 from __future__ import annotations
 
@@ -32,14 +39,15 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from simcrop.config import Config
+from simcrop.config import Config, dump
 from simcrop.data.datasets import PretrainDataset
-from simcrop.io import write_json_atomic
+from simcrop.io import remove_stale_temp_files, write_json_atomic, write_text_atomic
 from simcrop.train import checkpoint as ckpt_mod
 from simcrop.train.distributed import (StepSampler, all_reduce_mean, any_rank, barrier, cleanup,
                                        init_distributed, wrap_ddp)
 from simcrop.train.export import export_encoder, load_encoder_init
 from simcrop.train.optim import build_optimizer, build_scheduler, clip_gradients
+from simcrop.train.provenance import SettingsChanged, changed_settings
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +140,10 @@ def open_live(out_dir: Path, resume: bool, step: int):
     return Live(dir=str(out_dir / "dvclive"), resume=resume, save_dvc_exp=False, dvcyaml=False)
 
 
-def gather_rng() -> list:
-    """Every rank's RNG state, in rank order (on every rank)."""
-    state = ckpt_mod.rng_state()
+def gather_states(window: dict, window_steps: int) -> list:
+    """Every rank's RNG state and half-filled loss window, in rank order (on every rank)."""
+    state = {"rng": ckpt_mod.rng_state(), "window": {n: float(v) for n, v in window.items()},
+             "window_steps": int(window_steps)}
     if not dist.is_initialized():
         return [state]
     states = [None] * dist.get_world_size()
@@ -142,29 +151,85 @@ def gather_rng() -> list:
     return states
 
 
-def finished(ckpt_dir: Path, out_dir: Path, step: int, steps: int, info) -> dict:
-    """Summary of a run whose checkpoint is already at the requested step (exports if it is complete)."""
+TIMING = "timing.json"          # beside last.pt: throughput of the process that saved it (not in the checkpoint)
+ON_CHANGE = ("fail", "restart")
+
+
+def check_settings(ckpt: dict, path: Path, cfg: Config, data_fingerprint: str, on_change: str) -> bool:
+    """True when the checkpoint may be resumed; False when it must be discarded (on_change "restart").
+    Raises SettingsChanged (on_change "fail") naming every changed key."""
+    changes = changed_settings(ckpt.get("config") or {}, cfg.to_dict(),
+                               (ckpt.get("extra") or {}).get("data_fingerprint"), data_fingerprint)
+    if not changes:
+        return True
+    listing = "; ".join(changes)
+    if on_change == "restart":
+        log.warning("%s was trained with other settings (%s): discarding it and training anew", path, listing)
+        return False
+    raise SettingsChanged(f"{path} (step {ckpt.get('step')}) was trained with other settings: {listing}. "
+                          "Resuming would mix two trainings and keeping it would misreport its settings: "
+                          "rerun with --on-change restart to discard it and train anew, or use another --out-dir")
+
+
+def discard_run(out_dir: Path, ckpt_dir: Path) -> None:
+    """Remove a previous training's checkpoints, curves and results (main rank only)."""
+    import shutil
+
+    for folder in (ckpt_dir, out_dir / "dvclive"):
+        shutil.rmtree(folder, ignore_errors=True)
+    for name in ("metrics.json", "encoder.pt"):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def write_summary(out_dir: Path, summary: dict, first_window: dict | None) -> None:
+    final = summary.get("losses") or {}
+    write_json_atomic(out_dir / "metrics.json", {
+        **summary, "falling": {n: final[n] < v for n, v in (first_window or {}).items() if n in final}})
+
+
+def finished(ckpt: dict, ckpt_dir: Path, out_dir: Path, steps: int, info) -> dict:
+    """A run whose checkpoint is at (or past) the requested step: write what is missing — metrics.json
+    from the checkpoint's loss windows, encoder.pt once every step is done — and return the summary.
+    (A run stopped after its last save but before these files, or one whose outputs Snakemake removed
+    for a logging-only change, must not stay stuck.)"""
+    step, extra = int(ckpt["step"]), dict(ckpt.get("extra") or {})
     log.info("checkpoint %s is at step %d: nothing to train", ckpt_dir / ckpt_mod.LAST, step)
-    if info.is_main and step >= steps and not (out_dir / "encoder.pt").exists():
-        export_encoder(ckpt_dir / ckpt_mod.LAST, out_dir / "encoder.pt")
-    barrier()
     metrics = out_dir / "metrics.json"
-    summary = json.loads(metrics.read_text(encoding="utf-8")) if metrics.exists() else {}
-    return {**summary, "step": step, "done": step >= steps, "resumed_from": step}
+    if metrics.exists():
+        summary = json.loads(metrics.read_text(encoding="utf-8"))
+    else:
+        timing_path = ckpt_dir / TIMING
+        timing = json.loads(timing_path.read_text(encoding="utf-8")) if timing_path.exists() else {}
+        summary = {"losses": extra.get("final_window") or {}, "first_losses": extra.get("first_window") or {},
+                   "world_size": len(ckpt.get("rng_per_rank") or []) or 1, **timing}
+    summary = {**summary, "step": step, "done": step >= steps, "resumed_from": step}
+    if info.is_main:
+        if not metrics.exists():
+            write_summary(out_dir, summary, extra.get("first_window"))
+        if summary["done"] and not (out_dir / "encoder.pt").exists():
+            export_encoder(ckpt_dir / ckpt_mod.LAST, out_dir / "encoder.pt")
+    barrier()
+    return summary
 
 
 def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = None,
              collate_factory: Callable | None = None, max_steps: int | None = None, *,
              manifest=None, sentences=None, preprocessed=None, qc=None, keep_every: int = 0,
-             progress: bool = True, pad_mode: str = "reflect", device: str | None = None) -> dict:
+             progress: bool = True, pad_mode: str = "reflect", device: str | None = None,
+             on_change: str = "fail") -> dict:
     """Train (or resume) for cfg.pretrain.steps optimiser steps; stop early after max_steps (total).
 
     Inputs default to <run_dir>/manifest.csv, sentences.jsonl, qc.csv and preprocessed/volumes/.
     device: None = cuda:<LOCAL_RANK> when available, else CPU; "cpu" forces CPU (tests, debugging).
     keep_every: also keep checkpoints/step_XXXXXX.pt every that many steps (0: only last.pt).
+    on_change: a checkpoint made with other training settings or data: "fail" (SettingsChanged naming
+    the keys) or "restart" (discard it, train from step 0).
+    Writes pretrain.config.yaml (the resolved config) once the checkpoint is known to match it.
     Returns {"step", "losses" (final window), "samples_per_s", "data_wait_share", "resumed_from", ...}.
     Raises TrainingInterrupted after saving a checkpoint when SIGTERM/SIGINT arrives.
     """
+    if on_change not in ON_CHANGE:
+        raise ValueError(f"on_change must be one of {ON_CHANGE}; got {on_change!r}")
     pc, run_dir, out_dir = cfg.pretrain, Path(run_dir), Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     owns_group = not dist.is_initialized()
@@ -177,12 +242,24 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
             crop_size=cfg.model.img_size, augment=True, seed=pc.seed, flip_prob=pc.flip_prob,
             scale_crop=pc.scale_crop, intensity_shift=pc.intensity_shift,
             intensity_shift_prob=pc.intensity_shift_prob, pad_mode=pad_mode)
+        data_fingerprint = dataset.fingerprint()
+        if info.is_main:                       # a SIGKILL during a save leaves its temporary file behind
+            for folder in (out_dir, ckpt_dir):
+                remove_stale_temp_files(folder)     # this job is the only writer of its folder
+        barrier()
         resume_path = ckpt_mod.latest_checkpoint(ckpt_dir)
         ckpt = ckpt_mod.read_checkpoint(resume_path) if resume_path else None
+        if ckpt and not check_settings(ckpt, resume_path, cfg, data_fingerprint, on_change):
+            ckpt = None
+            if info.is_main:
+                discard_run(out_dir, ckpt_dir)
+            barrier()
+        if info.is_main:
+            write_text_atomic(out_dir / "pretrain.config.yaml", dump(cfg))
         start_step = int(ckpt["step"]) if ckpt else 0
         end_step = pc.steps if max_steps is None else min(pc.steps, int(max_steps))
         if ckpt and start_step >= end_step:                     # rerun of a finished job: nothing to redo
-            return finished(ckpt_dir, out_dir, start_step, pc.steps, info)
+            return finished(ckpt, ckpt_dir, out_dir, pc.steps, info)
         per_step = pc.batch_size * pc.accumulation
         sampler = StepSampler(len(dataset), seed=pc.seed, rank=info.rank, world_size=info.world_size,
                               start=start_step * per_step)
@@ -197,14 +274,16 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
         optimizer = build_optimizer(model, pc.lr, pc.weight_decay, pc.betas)
         scheduler = build_scheduler(optimizer, pc.lr, pc.min_lr, pc.warmup_steps, pc.steps)
         seed_everything(pc.seed + info.rank)
-        extra = {}
+        extra, own_window = {}, {}
         if ckpt:
             ckpt_mod.load_model_state(model, ckpt["model"], str(resume_path))
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             per_rank = ckpt.get("rng_per_rank") or []
+            windows = (ckpt.get("extra") or {}).get("window_per_rank") or []
             if len(per_rank) == info.world_size:
                 ckpt_mod.set_rng_state(per_rank[info.rank])
+                own_window = windows[info.rank] if len(windows) == info.world_size else {}
             else:
                 log.warning("checkpoint holds RNG states for %d ranks, this run has %d: reseeding",
                             len(per_rank), info.world_size)
@@ -219,18 +298,27 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
         autocast = autocast_for(pc.precision, info.device)
 
         def save(step: int) -> None:
-            rngs = gather_rng()                                  # collective: every rank takes part
+            states = gather_states(window, window_steps)          # collective: every rank takes part
             if info.is_main:
-                extra.update(elapsed_s=extra.get("elapsed_s", 0.0) + elapsed, first_window=first_window)
+                # loss windows are summed per rank and reduced at logging: a resumed run continues them
+                extra.update(first_window=first_window, final_window=final_window, data_fingerprint=data_fingerprint,
+                             window_per_rank=[{"window": st["window"], "window_steps": st["window_steps"]}
+                                              for st in states])
                 path = ckpt_mod.save_checkpoint(ckpt_dir / ckpt_mod.LAST, model, optimizer, scheduler, step,
-                                                cfg.to_dict(), extra, rng_per_rank=rngs)
+                                                cfg.to_dict(), extra, rng_per_rank=[st["rng"] for st in states])
+                write_json_atomic(ckpt_dir / TIMING, {
+                    "samples_per_s": (step - start_step) * per_step * info.world_size / max(elapsed, 1e-12),
+                    "data_wait_share": total_wait / max(elapsed, 1e-12)})
                 if keep_every and step % keep_every == 0:
                     ckpt_mod.copy_checkpoint(path, ckpt_dir / ckpt_mod.milestone_name(step))
 
         # --- loop ---------------------------------------------------------------------------------------
         live = open_live(out_dir, resume=start_step > 0, step=start_step) if info.is_main else None
-        window, window_steps, window_wait, window_time = defaultdict(float), 0, 0.0, 0.0
-        first_window, final_window = extra.get("first_window"), {}
+        window = defaultdict(float, {n: torch.tensor(v, dtype=torch.float32)
+                                     for n, v in (own_window.get("window") or {}).items()})
+        window_steps, window_wait, window_time = int(own_window.get("window_steps") or 0), 0.0, 0.0
+        timed_steps = 0                                          # steps of this window run by this process
+        first_window, final_window = extra.get("first_window"), extra.get("final_window") or {}
         total_wait = elapsed = 0.0
         step = start_step
         model.train()
@@ -261,7 +349,7 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                window_steps += 1
+                window_steps, timed_steps = window_steps + 1, timed_steps + 1
                 took = time.perf_counter() - t_step
                 window_time, elapsed = window_time + took, elapsed + took
                 bar.update(1)
@@ -276,13 +364,15 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
                         for name, value in final_window.items():
                             live.log_metric(f"train/{name}", value)
                         live.log_metric("train/lr", lr)
-                        live.log_metric("train/data_wait_s", window_wait / window_steps)
+                        live.log_metric("train/data_wait_s", window_wait / max(timed_steps, 1))
                         live.log_metric("train/data_wait_share", window_wait / max(window_time, 1e-12))
                         live.log_metric("train/samples_per_s",
-                                        window_steps * per_step * info.world_size / max(window_time, 1e-12))
+                                        timed_steps * per_step * info.world_size / max(window_time, 1e-12))
                         live.next_step()
-                    bar.set_postfix(loss=f"{final_window['loss']:.4f}", wait=f"{window_wait / window_time:.0%}")
+                    bar.set_postfix(loss=f"{final_window['loss']:.4f}",
+                                    wait=f"{window_wait / max(window_time, 1e-12):.0%}")
                     window, window_steps, window_wait, window_time = defaultdict(float), 0, 0.0, 0.0
+                    timed_steps = 0
 
                 signum = stop["signum"]
                 if info.distributed and any_rank(bool(signum), info.device):
@@ -301,9 +391,7 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
                    "samples_per_s": samples / max(elapsed, 1e-12),
                    "data_wait_share": total_wait / max(elapsed, 1e-12), "world_size": info.world_size}
         if info.is_main:
-            write_json_atomic(out_dir / "metrics.json", {
-                **summary, "falling": {n: final_window[n] < v for n, v in (first_window or {}).items()
-                                       if n in final_window}})
+            write_summary(out_dir, summary, first_window)
             if live is not None:
                 live.end()
             if summary["done"]:

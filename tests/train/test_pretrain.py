@@ -149,4 +149,4 @@ def test_two_process_ddp_gloo(tmp_path):
     assert ckpt["step"] == 3 and len(ckpt["rng_per_rank"]) == 2
     assert not torch.equal(ckpt["rng_per_rank"][0]["torch"], ckpt["rng_per_rank"][1]["torch"])
     assert_same({k: v for k, v in rank0.items() if k in ckpt["model"]}, ckpt["model"])
-    assert [p.name for p in (tmp_path / "out" / "checkpoints").iterdir()] == ["last.pt"]
+    assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["last.pt", "timing.json"]

@@ -22,4 +22,7 @@ rule pretrain:
         out_dir=pretrain_dir,
     threads: workflow.cores
     shell:
-        "simcrop pretrain --set-json {params.cfg:q} --out-dir {params.out_dir} --quiet > {log} 2>&1"
+        # --on-change restart: Snakemake reruns this job when its settings changed; a checkpoint made
+        # with the old ones is discarded rather than resumed (an unchanged one is resumed).
+        "simcrop pretrain --set-json {params.cfg:q} --out-dir {params.out_dir} --on-change restart --quiet"
+        " > {log} 2>&1"

@@ -1,0 +1,52 @@
+"""Which settings a checkpoint's weights depend on, and what changed since it was written.
+
+A run folder holds one training: resuming it with another learning rate, mask ratio or training set
+would give weights that match neither setting, and a finished run must not be passed off as trained
+with settings it never saw. Every key of `model` and `pretrain` shapes the weights except the ones
+below, which only decide how often we log and save, or how many processes feed the loader (the data
+of a step is a function of (seed, epoch, index), whatever the worker count).
+"""
+from __future__ import annotations
+
+import json
+
+SECTIONS = ("model", "pretrain")
+NOT_TRAINING = {"pretrain.log_every", "pretrain.checkpoint_every", "pretrain.keep_every", "pretrain.num_workers"}
+DATA_KEY = "training data"
+
+
+class SettingsChanged(RuntimeError):
+    """A checkpoint written with other training settings than this run's; the message names the keys."""
+
+
+def _flatten(values, prefix: str = "") -> dict:
+    if isinstance(values, dict):
+        out = {}
+        for key, value in values.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: values}
+
+
+def training_settings(config_dict: dict) -> dict:
+    """Dotted key -> value for every setting that shapes the weights (lists as lists)."""
+    flat = {}
+    for section in SECTIONS:
+        flat.update(_flatten(config_dict.get(section) or {}, section))
+    return {k: v for k, v in flat.items() if k not in NOT_TRAINING}
+
+
+def changed_settings(saved: dict, current: dict, saved_data: str | None = None,
+                     current_data: str | None = None) -> list[str]:
+    """`key: old -> new` for each training setting that differs, plus the training data when both
+    fingerprints are known and differ. Keys missing on one side count as changed."""
+    old, new = training_settings(saved), training_settings(current)
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+            changes.append(f"{key}: {a!r} -> {b!r}")
+    if saved_data and current_data and saved_data != current_data:
+        changes.append(f"{DATA_KEY}: train-split volumes, reports or QC differ "
+                       f"(fingerprint {saved_data[:12]} -> {current_data[:12]})")
+    return changes
