@@ -391,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from simcrop.io import DataError   # light: no pandas/torch, so --help stays instant
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -402,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except FileNotFoundError as err:
         log.error("%s", err)
+        return 1
+    except DataError as err:    # the user's data (unreadable CSV, unsafe volume id, too many bad volumes):
+        log.error("%s", err)    # one line naming the file and what to do, not a traceback
         return 1
 
 

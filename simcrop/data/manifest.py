@@ -4,7 +4,7 @@ Columns (CSV, UTF-8, written atomically):
 
 | column | meaning |
 |---|---|
-| volume_id | unique id, the file stem (CT-RATE: `train_12_a_1`) |
+| volume_id | unique id, the file stem (CT-RATE: `train_12_a_1`); a plain file name (`safe_volume_id`) |
 | patient_id | dataset-scoped patient id (CT-RATE: `train_12`; valid ids reuse train integers) |
 | scan_id | patient + scan letter; reconstructions of one scan share it and its report |
 | split | `train`, `val` or `test`, assigned per patient, never per volume |
@@ -28,7 +28,7 @@ import os
 
 import pandas as pd
 
-from simcrop.io import write_csv_atomic
+from simcrop.io import DataError, read_csv, write_csv_atomic
 
 MANIFEST_COLUMNS = [
     "volume_id", "patient_id", "scan_id", "split", "image", "format", "source", "release",
@@ -43,8 +43,43 @@ TEXT_COLUMNS = ("volume_id", "patient_id", "scan_id", "split", "image", "format"
                 "labels", "lesion_mask", "organ_mask", "lesions")
 
 
-class ManifestError(ValueError):
+class ManifestError(DataError):
     """A manifest that breaks the contract above; the message names the file and the problem."""
+
+
+def unsafe_id_reason(volume_id) -> str | None:
+    """Why `volume_id` cannot be a file name under an output folder, or None when it can.
+
+    Outputs are `<folder>/<volume_id>.nii.gz` and the like: a `/` or `..` would write outside the folder,
+    and a leading `.` would look like a hidden or temporary file that every reader skips.
+    """
+    text = str(volume_id)
+    if not text.strip():
+        return "empty"
+    if "/" in text or "\\" in text:
+        return "contains a path separator ('/' or '\\')"
+    if "\0" in text:
+        return "contains a NUL character"
+    if text.startswith("."):
+        return "starts with '.' (hidden, or a '..' path component)"
+    return None
+
+
+def safe_volume_id(volume_id) -> str:
+    """`volume_id` as a string, or ManifestError when it cannot be used as a file name (see unsafe_id_reason)."""
+    reason = unsafe_id_reason(volume_id)
+    if reason:
+        raise ManifestError(f"volume_id {str(volume_id)!r} {reason}: volume ids become output file names")
+    return str(volume_id)
+
+
+def _check_ids(frame: pd.DataFrame, where: str) -> None:
+    for number, volume_id in enumerate(frame["volume_id"], 1):
+        reason = unsafe_id_reason(volume_id)
+        if reason:
+            raise ManifestError(f"{where}: row {number}: volume_id {str(volume_id)!r} "
+                                f"{reason}; volume ids become output file names, so each must be a plain "
+                                "name (no '/', '\\', leading '.'); rename the volume or fix the id")
 
 
 def empty_row() -> dict:
@@ -59,6 +94,7 @@ def validate(frame: pd.DataFrame, where: str = "manifest") -> pd.DataFrame:
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
         raise ManifestError(f"{where}: missing columns {missing}")
+    _check_ids(frame, where)
     duplicated = frame["volume_id"][frame["volume_id"].duplicated()].tolist()
     if duplicated:
         raise ManifestError(f"{where}: duplicated volume_id {duplicated[:5]}")
@@ -82,13 +118,13 @@ def write_manifest(path: str | os.PathLike, rows: list[dict] | pd.DataFrame) -> 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     if not os.path.exists(path):
         raise ManifestError(f"{path}: manifest not found")
-    frame = pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False)
+    frame = read_csv(path, "manifest", dtype={c: str for c in TEXT_COLUMNS}, keep_default_na=False)
     return validate(frame, str(path))
 
 
 def count_rows(path: str | os.PathLike) -> int:
     """Row count without parsing the whole table (Snakemake calls this while it builds the DAG)."""
-    return len(pd.read_csv(path, usecols=["volume_id"], dtype=str))
+    return len(read_csv(path, "manifest", usecols=["volume_id"], dtype=str))
 
 
 def labels_of(row) -> dict:

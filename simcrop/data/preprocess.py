@@ -14,10 +14,13 @@ Per volume (manifest row):
 A shard writes `shards/<shard:05d>.qc.csv` and `.quarantine.csv` only after all its volumes; a rerun
 skips volumes whose outputs are newer than their inputs (and made with the same spacing, window and
 size) and reuses their QC sidecar. Relative `image`/mask paths resolve against the working directory.
+A shard starts by deleting the temporary files a killed run of the same shard left (only its own:
+other shards write into the same folders at the same time).
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -29,12 +32,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from simcrop.config import PreprocessConfig
-from simcrop.data.manifest import read_manifest
+from simcrop.data.manifest import read_manifest, safe_volume_id
 from simcrop.data.qc import qc_stats
 from simcrop.data.quarantine import QUARANTINE_COLUMNS, BadVolume, QuarantineRecord
 from simcrop.data.resample import output_grid, resample
 from simcrop.data.volume_io import input_mtime, load_nifti, load_volume, write_nifti
-from simcrop.io import write_csv_atomic, write_json_atomic
+from simcrop.io import DataError, remove_stale_temp_files, write_csv_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 STAGE = "preprocess"
 MASK_KINDS = ("lesion", "organ")
@@ -45,7 +50,7 @@ QC_COLUMNS = [
 ]
 
 
-class TooManyBadVolumes(RuntimeError):
+class TooManyBadVolumes(DataError, RuntimeError):
     """More than `max_bad_fraction` of the volumes were quarantined (the files are written first)."""
 
 
@@ -115,7 +120,9 @@ def _mask_dtype(mask: np.ndarray, path) -> np.ndarray:
 
 
 def output_paths(out_dir: Path, volume_id: str) -> dict:
+    """Where one volume's outputs go; ManifestError for an id that would leave `out_dir` (`../x`, `a/b`)."""
     out_dir = Path(out_dir)
+    volume_id = safe_volume_id(volume_id)
     return {"image": out_dir / "volumes" / f"{volume_id}.nii.gz",
             "lesion": out_dir / "masks" / f"{volume_id}.lesion.nii.gz",
             "organ": out_dir / "masks" / f"{volume_id}.organ.nii.gz",
@@ -218,6 +225,9 @@ def preprocess_shard(manifest_path, shard: int, out_dir: Path, cfg: PreprocessCo
         raise ValueError(f"shard {shard} out of range: {len(frame)} rows make {n_total} shard(s) "
                          f"of {cfg.shard_size}")
     rows = frame.iloc[shard * cfg.shard_size:(shard + 1) * cfg.shard_size].to_dict("records")
+    qc_path = out_dir / "shards" / f"{shard:05d}.qc.csv"
+    quarantine_path = out_dir / "shards" / f"{shard:05d}.quarantine.csv"
+    _remove_own_temp_files(out_dir, rows, [qc_path, quarantine_path])
     records, quarantined = [], []
     for row in tqdm(rows, desc=f"preprocess shard {shard}", unit="vol", disable=not progress):
         record = _resumable(row, out_dir, cfg)
@@ -229,13 +239,23 @@ def preprocess_shard(manifest_path, shard: int, out_dir: Path, cfg: PreprocessCo
                                                     err.reason).as_row())
                 continue
         records.append(record)
-    qc_path = out_dir / "shards" / f"{shard:05d}.qc.csv"
-    quarantine_path = out_dir / "shards" / f"{shard:05d}.quarantine.csv"
     write_csv_atomic(quarantine_path, pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS))
     write_csv_atomic(qc_path, pd.DataFrame(records, columns=QC_COLUMNS))
     return {"shard": shard, "rows": len(rows), "ok": len(records), "bad": len(quarantined),
             "resumed": sum(int(r["resumed"]) for r in records),
             "qc": str(qc_path), "quarantine": str(quarantine_path)}
+
+
+def _remove_own_temp_files(out_dir: Path, rows, shard_files) -> None:
+    """Delete temporary files a killed run of this shard left: only those of its own volumes and tables,
+    because the other shards of the same manifest write into the same folders at the same time."""
+    owned: dict[Path, set[str]] = {}
+    paths = [p for row in rows for p in output_paths(out_dir, str(row["volume_id"])).values()]
+    for path in [*paths, *map(Path, shard_files)]:
+        owned.setdefault(path.parent, set()).add(path.name)
+    removed = [p for folder, names in owned.items() for p in remove_stale_temp_files(folder, names)]
+    if removed:
+        log.info("removed %d temporary file(s) a killed run left, e.g. %s", len(removed), removed[0])
 
 
 def reason_category(reason: str) -> str:
@@ -255,6 +275,8 @@ def gather_shards(qc_files, quarantine_files, qc_out, quarantine_out, summary_ou
         return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
     qc_files, quarantine_files = list(qc_files), list(quarantine_files)
+    for out in map(Path, (qc_out, quarantine_out, summary_out)):
+        remove_stale_temp_files(out.parent, [out.name])      # a killed gather's; nobody else writes these
     qc = concat(qc_files, QC_COLUMNS)
     quarantine = concat(quarantine_files, QUARANTINE_COLUMNS)
     n_ok, n_bad = len(qc), len(quarantine)
@@ -274,5 +296,6 @@ def gather_shards(qc_files, quarantine_files, qc_out, quarantine_out, summary_ou
     if bad_fraction > max_bad_fraction:
         raise TooManyBadVolumes(
             f"{n_bad} of {total} volumes quarantined ({bad_fraction:.1%}) > max_bad_fraction "
-            f"{max_bad_fraction:.1%}; see {quarantine_out}")
+            f"{max_bad_fraction:.1%}; see {quarantine_out} for each volume and its reason (fix or remove "
+            "those inputs, or raise preprocess.max_bad_fraction)")
     return summary

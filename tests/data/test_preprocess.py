@@ -338,3 +338,28 @@ def test_written_volume_is_valid_gzip(tmp_path):
     record = preprocess_volume(row("v", path), tmp_path / "out", PreprocessConfig(compress_level=1))
     with gzip.open(record["output"]) as handle:
         assert len(handle.read()) == 352 + 2 * int(np.prod(nib.load(record["output"]).shape))
+
+
+def test_gather_cli_stops_in_one_line_past_max_bad_fraction(tmp_path):
+    """A small dataset with two bad volumes of three: one line naming the fraction, the limit and the
+    quarantine file, a non-zero exit, and the tables written first (no traceback)."""
+    import subprocess
+    import sys
+
+    shards = tmp_path / "preprocessed" / "shards"
+    shards.mkdir(parents=True)
+    qc = {c: [0] for c in QC_COLUMNS}
+    qc["volume_id"] = ["good"]
+    pd.DataFrame(qc).to_csv(shards / "00000.qc.csv", index=False)
+    pd.DataFrame([{"volume_id": v, "path": f"{v}.nii.gz", "stage": "preprocess", "reason": "constant volume: -1000"}
+                  for v in ("bad1", "bad2")], columns=QUARANTINE_COLUMNS).to_csv(shards / "00000.quarantine.csv",
+                                                                                   index=False)
+    result = subprocess.run([sys.executable, "-m", "simcrop.cli", "gather", "--set-json",
+                             '{"preprocess": {"max_bad_fraction": 0.25}}', "--out-dir", str(tmp_path),
+                             str(shards / "00000.qc.csv")], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, result.stderr
+    assert "2 of 3 volumes quarantined (66.7%) > max_bad_fraction 25.0%" in errors[0]
+    assert str(tmp_path / "quarantine.csv") in errors[0]
+    assert len(pd.read_csv(tmp_path / "quarantine.csv")) == 2

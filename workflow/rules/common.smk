@@ -5,6 +5,7 @@ import math
 import os
 
 from simcrop import config as simcrop_config
+from simcrop.data.ingest import input_files as ingest_input_files
 from simcrop.data.manifest import count_rows
 from simcrop.evaluate import targets as eval_targets
 
@@ -22,10 +23,11 @@ def section_json(*sections):
 
 
 def ingest_inputs(wildcards):
-    """What the dataset adapter reads: the synthetic corpus's marker, or the user's dataset root."""
+    """What the dataset adapter reads: the synthetic corpus's marker, or the dataset's folder and each of
+    its CSVs (a folder's time stamp misses an edited CSV inside it), so a CSV edit reruns ingest."""
     if CFG.data.dataset == "synthetic":
         return [f"{CFG.data.root}/synthetic/corpus.json"]
-    return [CFG.data.root]
+    return ingest_input_files(CFG.data)
 
 
 def shard_ids():

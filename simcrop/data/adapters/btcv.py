@@ -45,6 +45,13 @@ def resolve(root: Path, where: str, entry, key: str) -> Path:
     return path
 
 
+def _unlabelled(root: Path, entry) -> dict:
+    """A `test` entry of dataset.json (a path, or {"image": path}): listed as skipped, it has no label map."""
+    image = entry.get("image") if isinstance(entry, dict) else entry
+    return dict(volume_id=volume_key(str(image)), path=str(root / str(image)),
+                reason="unlabelled_test: listed under 'test' in dataset.json, which has no label maps")
+
+
 def read_btcv(root: str | Path, dataset_json: str = "dataset.json",
               source: str = "btcv") -> tuple[list[dict], dict]:
     """Read `root/dataset_json` → (manifest rows with splits train/test, ingest statistics)."""
@@ -57,7 +64,7 @@ def read_btcv(root: str | Path, dataset_json: str = "dataset.json",
     if named and not set(BTCV_ORGANS) <= named:
         log.warning("%s: 'labels' %s differ from the expected BTCV organs %s", path, declared, list(BTCV_ORGANS))
     stats = dict(found=0, unlabelled_test_skipped=len(spec.get("test") or []), organ_labels=BTCV_ORGANS,
-                 declared_labels=declared)
+                 declared_labels=declared, skipped=[_unlabelled(root, entry) for entry in spec.get("test") or []])
     rows, seen = [], {}
     for name, split in LISTS.items():
         for index, entry in enumerate(spec.get(name) or []):

@@ -83,14 +83,15 @@ def read_slices(folder: Path) -> np.ndarray:
 def find_scans(root: Path) -> list[tuple[str, str, str, Path]]:
     """(class folder, patient, scan, path) for every slice folder or volume file under the class folders."""
     classes = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    # hidden entries (a killed writer's `.<name>.<random>.tmp.npz`, macOS `._` files) are not scans
     found = []
     for name in CCCCII_CLASSES:
         class_dir = classes.get(name.lower())
         if class_dir is None:
             log.warning("%s: no %s/ class folder", root, name)
             continue
-        for patient in sorted(p for p in class_dir.iterdir() if p.is_dir()):
-            for entry in sorted(patient.iterdir()):
+        for patient in sorted(p for p in class_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for entry in sorted(p for p in patient.iterdir() if not p.name.startswith(".")):
                 if entry.is_dir() and any(p.suffix.lower() in SLICE_SUFFIXES for p in entry.iterdir()):
                     found.append((name, patient.name, entry.name, entry))
                 elif entry.is_file() and entry.name.endswith(VOLUME_SUFFIXES):
@@ -142,7 +143,7 @@ def read_ccccii(root: str | Path, cache_dir: str | Path | None = None, window=LU
     lo, hi = (float(v) for v in window)
     stats = dict(found=len(scans), per_class={}, slice_first=0, eight_bit=0, spacing_assumed=0, converted=0,
                  skipped_no_cache_dir=0, eight_bit_window_hu=[lo, hi], slice_first_volumes=[],
-                 eight_bit_volumes=[])
+                 eight_bit_volumes=[], skipped=[])
     rows = []
     for class_name, patient, scan, path in scans:
         volume_id = f"{class_name}_{patient}_{scan}"
@@ -153,6 +154,8 @@ def read_ccccii(root: str | Path, cache_dir: str | Path | None = None, window=LU
         if stack and how != "npz":           # needs the (Z, Y, X) npz layout the loader understands
             if cache_dir is None:
                 stats["skipped_no_cache_dir"] += 1
+                stats["skipped"].append(dict(volume_id=volume_id, path=str(path), reason="no_cache_dir: a "
+                                             "slice-first stack must be rewritten as .npz and no cache_dir was given"))
                 continue
             image = Path(cache_dir) / f"{volume_id}.npz"
             if not (image.is_file() and image.stat().st_mtime >= path.stat().st_mtime):

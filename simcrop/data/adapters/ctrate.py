@@ -6,7 +6,9 @@ metadata CSV) and v1 headers carry no spacing, so both come from the metadata; v
 affine and must never be rescaled again (docs/data.md, "Known traps").
 
 Rows come out with a provisional split: CT-RATE `valid` → `test`, `train` → `train`; the patient-level
-`val` hold-out is chosen later by `simcrop.data.ingest`.
+`val` hold-out is chosen later by `simcrop.data.ingest`. Volumes left out (not a chest CT, no report,
+label or metadata row) are listed in the statistics' `skipped` with the reason. Hidden files (names
+starting with `.`, such as a killed writer's temporary files or macOS `._` files) are not volumes.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import pandas as pd
 
 from simcrop.data.labels import CTRATE_LABELS, MISSING_SECTION
 from simcrop.data.manifest import empty_row
+from simcrop.io import DataError, read_csv, read_text
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +59,51 @@ def clean_section(value) -> str:
     return "" if text.strip() in ("", MISSING_SECTION) else text
 
 
+def first_of_duplicates(frame: pd.DataFrame, path: Path, column: str) -> pd.DataFrame:
+    """Keep the first row per index value, warning with the duplicated ids (not only their count)."""
+    duplicated = frame.index.duplicated()
+    if not duplicated.any():
+        return frame
+    ids = sorted(set(frame.index[duplicated]))
+    log.warning("%s: %d duplicated %s row(s) for %d id(s), keeping the first of each: %s%s", path,
+                int(duplicated.sum()), column, len(ids), ", ".join(map(str, ids[:20])),
+                f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+    return frame[~duplicated]
+
+
 def read_table(path: Path, required: list[str]) -> pd.DataFrame:
-    """A CSV read as text (empty cells → ""), indexed by volume key; ValueError names file and column."""
+    """A CSV read as text (empty cells → ""), indexed by volume key; DataError names file and column."""
     if not path.is_file():
-        raise ValueError(f"{path}: CSV not found")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        raise DataError(f"{path}: CSV not found")
+    frame = read_csv(path, "CT-RATE CSV", dtype=str, keep_default_na=False)
     for column in required:
         if column not in frame.columns:
-            raise ValueError(f"{path}: missing required column {column!r} (has {list(frame.columns)[:8]}...)")
+            raise DataError(f"{path}: missing required column {column!r} (has {list(frame.columns)[:8]}...)")
     frame.index = frame["VolumeName"].map(volume_key)
-    duplicated = frame.index.duplicated()
-    if duplicated.any():
-        log.warning("%s: %d duplicated VolumeName rows, keeping the first", path, int(duplicated.sum()))
-        frame = frame[~duplicated]
-    return frame
+    return first_of_duplicates(frame, path, "VolumeName")
 
 
 def read_no_chest(path: Path) -> set[str]:
     if not path.is_file():
         log.warning("%s not found: no volumes excluded as non-chest for this split", path)
         return set()
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path, "no_chest list").splitlines()
     return {volume_key(line) for line in lines if line.strip()}
+
+
+def table_paths(root: Path, split: str) -> dict[str, Path]:
+    """The CSV and list files of one CT-RATE split (`train` or `valid`), by role."""
+    _, csv_stem, label_stem, _ = SPLITS[split]
+    root = Path(root)
+    return {"reports": root / "radiology_text_reports" / f"{csv_stem}_reports.csv",
+            "labels": root / "multi_abnormality_labels" / f"{label_stem}_predicted_labels.csv",
+            "metadata": root / "metadata" / f"{csv_stem}_metadata.csv",
+            "no_chest": root / "metadata" / f"no_chest_{label_stem}.txt"}
+
+
+def table_files(root: str | Path) -> list[Path]:
+    """Every CT-RATE table under `root` that exists (what ingest reads besides the volumes)."""
+    return [p for split in SPLITS for p in table_paths(Path(root), split).values() if p.is_file()]
 
 
 def detect_release(root: Path, release: str = "auto") -> tuple[str, str]:
@@ -134,42 +160,44 @@ def read_ctrate(root: str | Path, release: str = "auto", exclude_no_chest: bool 
     release, how = detect_release(root, release)
     log.info("CT-RATE release %s under %s (%s)", release, root, how)
     stats = dict(release=release, release_detection=how, found=0, excluded_no_chest=0, missing_report=0,
-                 missing_labels=0, missing_metadata=0, empty_findings=0, csv_rows_without_volume=0)
+                 missing_labels=0, missing_metadata=0, empty_findings=0, csv_rows_without_volume=0, skipped=[])
     rows: list[dict] = []
-    for split, (folder_stem, csv_stem, label_stem, manifest_split) in SPLITS.items():
+    for split, (folder_stem, _, _, manifest_split) in SPLITS.items():
         folder = root / RELEASE_FOLDERS[release].format(split=folder_stem)
         if not folder.is_dir():
             log.warning("%s not found: no CT-RATE %s split", folder, split)
             continue
-        files = sorted(folder.rglob("*.nii.gz"))
+        # a killed writer's `.<name>.<random>.tmp.nii.gz` (and any hidden file) is not a volume
+        files = sorted(p for p in folder.rglob("*.nii.gz") if not p.name.startswith("."))
         stats["found"] += len(files)
+        tables = table_paths(root, split)
         # dicts keyed by volume: one lookup per volume stays fast at CT-RATE's 50k volumes
-        reports = read_table(root / "radiology_text_reports" / f"{csv_stem}_reports.csv",
-                             REQUIRED_REPORT_COLUMNS).to_dict("index")
-        labels = read_table(root / "multi_abnormality_labels" / f"{label_stem}_predicted_labels.csv",
-                            ["VolumeName", *CTRATE_LABELS]).to_dict("index")
-        metadata = (read_table(root / "metadata" / f"{csv_stem}_metadata.csv", METADATA_COLUMNS).to_dict("index")
-                    if release == "v1" else None)
-        no_chest = read_no_chest(root / "metadata" / f"no_chest_{label_stem}.txt") if exclude_no_chest else set()
+        reports = read_table(tables["reports"], REQUIRED_REPORT_COLUMNS).to_dict("index")
+        labels = read_table(tables["labels"], ["VolumeName", *CTRATE_LABELS]).to_dict("index")
+        metadata = read_table(tables["metadata"], METADATA_COLUMNS).to_dict("index") if release == "v1" else None
+        no_chest = read_no_chest(tables["no_chest"]) if exclude_no_chest else set()
         on_disk = {volume_key(p.name) for p in files}
         stats["csv_rows_without_volume"] += len(set(reports) - on_disk)
+        where = {role: _relative(table, root) for role, table in tables.items()}
         for path in files:
             key = volume_key(path.name)
             if key in no_chest:
-                stats["excluded_no_chest"] += 1
+                _skip(stats, key, path, "excluded_no_chest", f"listed as not a chest CT in {where['no_chest']}")
                 continue
             if key not in reports:
-                stats["missing_report"] += 1
+                _skip(stats, key, path, "missing_report", f"no row in {where['reports']}")
                 continue
             label_json = _labels(labels[key]) if key in labels else None
             if label_json is None:
-                stats["missing_labels"] += 1
+                _skip(stats, key, path, "missing_labels", f"no row in {where['labels']}" if key not in labels
+                      else f"a label cell that is not a number in {where['labels']}")
                 continue
             row = empty_row()
             if metadata is not None:
                 values = _v1_metadata(metadata[key]) if key in metadata else None
                 if values is None:
-                    stats["missing_metadata"] += 1
+                    _skip(stats, key, path, "missing_metadata", f"no row in {where['metadata']}"
+                          if key not in metadata else f"unparsable rescale or spacing in {where['metadata']}")
                     continue
                 row.update(values, apply_rescale=1, spacing_source="metadata")
             report = reports[key]
@@ -180,10 +208,23 @@ def read_ctrate(root: str | Path, release: str = "auto", exclude_no_chest: bool 
                        split=manifest_split, image=str(path), format="nifti", source=source,
                        release=release, labels=label_json)
             rows.append(row)
-    skipped = {k: stats[k] for k in ("excluded_no_chest", "missing_report", "missing_labels", "missing_metadata")}
+    counts = {k: stats[k] for k in ("excluded_no_chest", "missing_report", "missing_labels", "missing_metadata")}
     log.info("CT-RATE: %d volumes found, %d kept, skipped %s, %d CSV report rows without a volume",
-             stats["found"], len(rows), skipped, stats["csv_rows_without_volume"])
+             stats["found"], len(rows), counts, stats["csv_rows_without_volume"])
     return rows, stats
+
+
+def _skip(stats: dict, volume_id: str, path: Path, category: str, why: str) -> None:
+    """Count a left-out volume under `category` and list it by id (ingest_report.json `skipped`)."""
+    stats[category] += 1
+    stats["skipped"].append(dict(volume_id=volume_id, path=str(path), reason=f"{category}: {why}"))
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def add_synthetic_extras(rows: list[dict], root: str | Path) -> int:

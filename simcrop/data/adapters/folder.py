@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from simcrop.config import FolderAdapterConfig
-from simcrop.data.adapters.ctrate import clean_section, volume_key
+from simcrop.data.adapters.ctrate import clean_section, first_of_duplicates, volume_key
 from simcrop.data.manifest import empty_row
+from simcrop.io import DataError, read_csv
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +59,24 @@ def find_volumes(images: str | Path) -> tuple[list[tuple[str, Path, str]], dict]
 
 
 def read_reports(cfg: FolderAdapterConfig) -> pd.DataFrame | None:
-    """The reports CSV indexed by volume key, or None when none is configured."""
+    """The reports CSV indexed by volume key (first row of a duplicated id, with a warning naming the ids),
+    or None when none is configured. DataError names the file for a missing, empty or non-UTF-8 CSV."""
     if not cfg.reports_csv:
         return None
     path = Path(cfg.reports_csv)
     if not path.is_file():
-        raise ValueError(f"{path}: reports CSV not found (data.folder.reports_csv)")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        raise DataError(f"{path}: reports CSV not found (data.folder.reports_csv)")
+    frame = read_csv(path, "reports CSV (data.folder.reports_csv)", dtype=str, keep_default_na=False)
     required = {"id_column": cfg.id_column, "findings_column": cfg.findings_column,
                 "impressions_column": cfg.impressions_column}
     if cfg.patient_column:
         required["patient_column"] = cfg.patient_column
     for key, column in required.items():
         if column not in frame.columns:
-            raise ValueError(f"{path}: missing column {column!r} (data.folder.{key}); "
-                             f"columns are {list(frame.columns)}")
+            raise DataError(f"{path}: missing column {column!r} (data.folder.{key}); "
+                            f"columns are {list(frame.columns)}")
     frame.index = frame[cfg.id_column].map(volume_key)
-    return frame[~frame.index.duplicated()]
+    return first_of_duplicates(frame, path, cfg.id_column)
 
 
 def read_folder(cfg: FolderAdapterConfig, images: str | Path | None = None,
@@ -83,7 +85,8 @@ def read_folder(cfg: FolderAdapterConfig, images: str | Path | None = None,
     volumes, stats = find_volumes(images or cfg.images)
     reports = read_reports(cfg)
     report_rows = reports.to_dict("index") if reports is not None else {}
-    stats.update(found=len(volumes), missing_report=0, empty_findings=0,
+    stats.setdefault("skipped", [])      # the volumes left out, by id and reason (ingest_report.json)
+    stats.update(found=len(volumes), missing_report=0, empty_findings=0, without_report=[],
                  csv_rows_without_volume=len(set(report_rows) - {v for v, _, _ in volumes}))
     rows = []
     for volume_id, path, fmt in volumes:
@@ -91,6 +94,7 @@ def read_folder(cfg: FolderAdapterConfig, images: str | Path | None = None,
         report = report_rows.get(volume_id)
         if reports is not None and report is None:
             stats["missing_report"] += 1  # kept: images without text still serve preprocessing
+            stats["without_report"].append(volume_id)
         report = report or {}
         patient = report.get(cfg.patient_column, "").strip() if cfg.patient_column else ""
         row.update(volume_id=volume_id, patient_id=patient or volume_id, scan_id=volume_id, split="train",

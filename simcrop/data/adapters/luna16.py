@@ -26,6 +26,7 @@ import pandas as pd
 from simcrop.data.downstream_labels import LUNA16_ORGANS, LUNA16_SOURCE_VALUES
 from simcrop.data.manifest import empty_row
 from simcrop.data.volume_io import itk_affine, write_nifti
+from simcrop.io import DataError, read_csv
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,11 @@ def mhd_data_file(path: Path) -> Path:
 
 def read_annotations(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise ValueError(f"{path}: LUNA16 annotations CSV not found")
-    frame = pd.read_csv(path, dtype={"seriesuid": str})
+        raise DataError(f"{path}: LUNA16 annotations CSV not found")
+    frame = read_csv(path, "LUNA16 annotations CSV", dtype={"seriesuid": str})
     missing = [c for c in ANNOTATION_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing required columns {missing} (has {list(frame.columns)})")
+        raise DataError(f"{path}: missing required columns {missing} (has {list(frame.columns)})")
     return frame
 
 
@@ -89,12 +90,13 @@ def read_luna16(root: str | Path, mask_dir: str | Path | None = None, test_subse
         raise ValueError(f"{root}: LUNA16 root not found")
     table = read_annotations(root / annotations)
     nodules = table["seriesuid"].str.strip().value_counts().to_dict()
-    files = sorted(p for p in root.glob("subset*/*.mhd"))
+    files = sorted(p for p in root.glob("subset*/*.mhd") if not p.name.startswith("."))   # not hidden/temp
     if not files:
         raise ValueError(f"{root}: no subset*/<seriesuid>.mhd found")
     stats = dict(found=len(files), with_nodule=0, nodule_annotations=len(table), masks_found=0,
                  masks_written=0, missing_mask=0, annotations_without_scan=0,
-                 mask_values={str(k): v for k, v in mask_values.items()}, organ_labels=LUNA16_ORGANS)
+                 mask_values={str(k): v for k, v in mask_values.items()}, organ_labels=LUNA16_ORGANS,
+                 skipped=[])                                      # LUNA16 keeps every scan
     rows = []
     for path in files:
         mhd_data_file(path)

@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from simcrop.data.adapters.ctrate import first_of_duplicates
 from simcrop.data.downstream_labels import RADCHESTCT_ABNORMALITIES
 from simcrop.data.manifest import empty_row
+from simcrop.io import DataError, read_csv
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,9 @@ SPACING_MM = (0.8, 0.8, 0.8)
 
 def read_label_table(path: Path, abnormalities: dict) -> pd.DataFrame:
     """One labels CSV → frame indexed by NoteAcc_DEID with one 0/1 column per SimCroP label (+ `split`)."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_csv(path, "RadChestCT labels CSV", dtype=str, keep_default_na=False)
     if ID_COLUMN not in frame.columns:
-        raise ValueError(f"{path}: missing required column {ID_COLUMN!r} (has {list(frame.columns)[:8]}...)")
+        raise DataError(f"{path}: missing required column {ID_COLUMN!r} (has {list(frame.columns)[:8]}...)")
     by_abnormality: dict[str, list[str]] = {}
     for column in frame.columns:
         by_abnormality.setdefault(column.split("*", 1)[0].strip(), []).append(column)
@@ -60,11 +62,7 @@ def read_label_table(path: Path, abnormalities: dict) -> pd.DataFrame:
         out[label] = (values > 0).any(axis=1).astype(int)
     if "split" in frame.columns:
         out["split"] = frame["split"].str.strip().str.lower().to_numpy()
-    if out.index.duplicated().any():
-        log.warning("%s: %d duplicated %s rows, keeping the first", path, int(out.index.duplicated().sum()),
-                    ID_COLUMN)
-        out = out[~out.index.duplicated()]
-    return out
+    return first_of_duplicates(out, path, ID_COLUMN)
 
 
 def read_labels(root: Path, abnormalities: dict) -> tuple[dict[str, tuple[str, dict]], str]:
@@ -121,9 +119,11 @@ def read_radchestct(root: str | Path, abnormalities: dict = RADCHESTCT_ABNORMALI
     if not root.is_dir():
         raise ValueError(f"{root}: RadChestCT root not found")
     labels, how = read_labels(root, abnormalities)
-    files = sorted(root.rglob("*.npz"))
+    # hidden files (a killed writer's `.<name>.<random>.tmp.npz`, macOS `._` files) are not volumes
+    files = sorted(p for p in root.rglob("*.npz") if not p.name.startswith("."))
     stats = dict(found=len(files), missing_labels=0, csv_rows_without_volume=0, split_source=how,
-                 official_val=any(split == "val" for split, _ in labels.values()), label_mapping="assumed")
+                 official_val=any(split == "val" for split, _ in labels.values()), label_mapping="assumed",
+                 skipped=[])
     rows = []
     on_disk = set()
     for path in files:
@@ -131,6 +131,8 @@ def read_radchestct(root: str | Path, abnormalities: dict = RADCHESTCT_ABNORMALI
         on_disk.add(key)
         if key not in labels:
             stats["missing_labels"] += 1
+            stats["skipped"].append(dict(volume_id=key, path=str(path),
+                                         reason=f"missing_labels: no {ID_COLUMN} row in the labels ({how})"))
             continue
         split, values = labels[key]
         sx, sy, sz = npz_spacing(path, spacing_mm)
