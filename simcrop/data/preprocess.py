@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from simcrop.config import PreprocessConfig
 from simcrop.data.manifest import read_manifest, safe_volume_id
-from simcrop.data.qc import qc_stats
+from simcrop.data.qc import implausible_hu, qc_stats
 from simcrop.data.quarantine import QUARANTINE_COLUMNS, BadVolume, QuarantineRecord
 from simcrop.data.resample import output_grid, resample
 from simcrop.data.volume_io import input_mtime, load_nifti, load_volume, write_nifti
@@ -85,7 +85,8 @@ def to_hu(array: np.ndarray, row) -> tuple[np.ndarray, bool]:
 
 
 def validate(hu: np.ndarray, affine: np.ndarray, path, cfg: PreprocessConfig) -> None:
-    """Raise BadVolume for what no preprocessing can repair (reasons start with a stable category)."""
+    """Raise BadVolume for what no preprocessing can repair (reasons start with a stable category);
+    the last check is HU plausibility (no air, stored values HU + 1024: simcrop.data.qc.implausible_hu)."""
     if hu.ndim != 3:
         raise BadVolume(path, f"not 3-D: shape {tuple(hu.shape)}")
     if min(hu.shape) == 0:
@@ -105,6 +106,9 @@ def validate(hu: np.ndarray, affine: np.ndarray, path, cfg: PreprocessConfig) ->
     if lo >= 0 and hi <= 255:
         raise BadVolume(path, f"looks like 8-bit image: values in [{lo:g}, {hi:g}], HU expected "
                               "(air is about -1000 HU)")
+    problem = implausible_hu(hu)
+    if problem:
+        raise BadVolume(path, problem)
 
 
 def _mask_dtype(mask: np.ndarray, path) -> np.ndarray:

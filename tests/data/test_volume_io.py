@@ -78,3 +78,37 @@ def test_unknown_format_and_missing_file(tmp_path):
         load_volume(tmp_path / "x", "png")
     with pytest.raises(BadVolume, match="file not found"):
         load_volume(tmp_path / "missing.nii.gz", "nifti")
+
+
+def test_slice_position_check_names_the_gap():
+    from simcrop.data.volume_io import check_slice_positions
+
+    files = [f"/x/s{i}.dcm" for i in range(6)]
+    check_slice_positions(np.array([0, 2.5, 5, 7.5, 10, 12.5]), files, "/x")            # even: fine
+    check_slice_positions(np.array([12.5, 10, 7.5, 5, 2.5, 0]), files, "/x")            # descending: fine
+    check_slice_positions(np.array([0.0, 2.0]), files[:2], "/x")                        # too few to tell
+    cases = {"missing slice: 5 mm gap between s2.dcm and s3.dcm": [0, 2.5, 5, 10, 12.5, 15],
+             "duplicated slice: s1.dcm and s2.dcm": [0, 2.5, 2.5, 5, 7.5, 10],
+             "uneven slices: gaps from 2 to 2.8 mm put s3.dcm 0.96 mm off": [0, 2, 4, 6, 8.8, 11.6]}
+    for reason, positions in cases.items():
+        with pytest.raises(BadVolume, match=reason):
+            check_slice_positions(np.array(positions, float), files, "/x")
+
+
+def test_choose_series_prefers_chest_ct_then_most_images():
+    from simcrop.data.volume_io import BODY_PART, DESCRIPTION, IMAGE_TYPE, MODALITY, Series, choose_series
+
+    def series(uid, n, **tags):
+        names = {"modality": MODALITY, "body": BODY_PART, "desc": DESCRIPTION, "kind": IMAGE_TYPE}
+        return Series(uid, tuple(f"{uid}_{i}.dcm" for i in range(n)), {names[k]: v for k, v in tags.items()})
+
+    scout = series("1.1", 3, modality="CT", body="CHEST", kind="ORIGINAL\\PRIMARY\\LOCALIZER")
+    abdomen = series("1.2", 300, modality="CT", body="ABDOMEN", desc="Abdomen 1.0")
+    lung = series("1.3", 120, modality="CT", body="", desc="Thorax 1.0 B70f")
+    soft = series("1.4", 120, modality="CT", body="", desc="THORAX 1.0 B30f")
+    dose = series("1.5", 400, modality="SR")
+    chosen, ignored = choose_series([scout, abdomen, soft, lung, dose])
+    assert chosen is lung and {s.uid for s in ignored} == {"1.1", "1.2", "1.4", "1.5"}   # tie: lowest UID
+    assert choose_series([scout, abdomen])[0] is abdomen                                  # no chest: most images
+    assert choose_series([scout, dose]) == (None, [scout, dose])
+    assert choose_series([scout]) == (scout, [])                                          # one series: as before

@@ -3,6 +3,16 @@
 volume_id is the file stem (`case1.nii.gz` → `case1`) or the series folder name; every volume is its own
 patient and scan unless the CSV has a patient column. Spacing comes from the image header.
 Rows come out with the provisional split `train`; `simcrop.data.ingest` holds out `val` per patient.
+
+Hidden files and folders (names starting with ".", such as the temporary files of atomic writes,
+`.<id>.nii.gz.<random>.tmp.nii.gz`) are never volumes.
+
+A folder holding several DICOM series gives one volume, named after the folder: its chest CT series,
+chosen by `simcrop.data.volume_io.choose_series` (the same rule the loader applies): among the CT
+series that are not localizers/scouts and have at least 3 images, one whose BodyPartExamined or
+SeriesDescription names the chest (chest, thorax, lung) first, then the most images, then the lowest
+series UID. Each other series is listed in the statistics' `skipped` (`ignored series: ...`), and a
+folder with no such series is skipped whole (`no CT series: ...`); `multi_series_folders` counts them.
 """
 from __future__ import annotations
 
@@ -15,6 +25,7 @@ import pandas as pd
 from simcrop.config import FolderAdapterConfig
 from simcrop.data.adapters.ctrate import clean_section, first_of_duplicates, volume_key
 from simcrop.data.manifest import empty_row
+from simcrop.data.volume_io import choose_series, dicom_series
 from simcrop.io import DataError, read_csv
 
 log = logging.getLogger(__name__)
@@ -29,27 +40,44 @@ def dicom_series_ids(folder: str | Path) -> tuple[str, ...]:
     return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
 
 
+def _choose_dicom_series(here: Path, stats: dict) -> bool:
+    """Whether the multi-series folder `here` gives a volume; records the ignored series in `stats`."""
+    chosen, ignored = choose_series(dicom_series(here))
+    stats["multi_series_folders"] += 1
+    if chosen is None:
+        why = "no CT series: " + "; ".join(s.describe() for s in ignored)
+        stats["skipped"].append(dict(volume_id=here.name, path=str(here), reason=why))
+        log.warning("%s: %s; skipped", here, why)
+        return False
+    for series in ignored:
+        stats["skipped"].append(dict(volume_id=here.name, path=str(here), reason=(
+            f"ignored series: {series.describe()}; the folder's volume is series {chosen.uid}")))
+    log.warning("%s holds %d DICOM series; kept %s, ignored %s (chest CT series rule, see "
+                "simcrop.data.adapters.folder)", here, len(ignored) + 1, chosen.describe(),
+                "; ".join(s.describe() for s in ignored))
+    return True
+
+
 def find_volumes(images: str | Path) -> tuple[list[tuple[str, Path, str]], dict]:
-    """(volume_id, path, format) for every NIfTI file and single-series DICOM folder under `images`."""
+    """(volume_id, path, format) for every NIfTI file and DICOM series folder under `images`; a folder of
+    several series gives its chest CT series (module docstring), the others are listed as skipped."""
     images = Path(images)
     if not images.is_dir():
         raise ValueError(f"{images}: image folder not found")
     found: list[tuple[str, Path, str]] = []
-    stats = dict(multi_series_folders=0)
+    stats = dict(multi_series_folders=0, skipped=[])
     for dirpath, dirnames, filenames in os.walk(images, followlinks=True):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        filenames = [f for f in filenames if not f.startswith(".")]     # hidden, and our temporary files
         here = Path(dirpath)
         nifti = sorted(f for f in filenames if f.endswith(NIFTI_SUFFIXES))
         found += [(volume_key(f), here / f, "nifti") for f in nifti]
-        others = [f for f in filenames if f not in nifti and not f.startswith(".")]
+        others = [f for f in filenames if f not in nifti]
         if not others:
             continue
         series = dicom_series_ids(here)
-        if len(series) == 1:
+        if len(series) == 1 or (len(series) > 1 and _choose_dicom_series(here, stats)):
             found.append((here.name, here, "dicom"))
-        elif len(series) > 1:
-            stats["multi_series_folders"] += 1
-            log.warning("%s holds %d DICOM series; skipped (put one series per folder)", here, len(series))
     ids = pd.Series([volume_id for volume_id, _, _ in found], dtype=str)
     clashes = sorted(set(ids[ids.duplicated()]))
     if clashes:

@@ -93,3 +93,28 @@ def test_duplicate_ids_rejected(images, shared_data):
     (images / "chest.nii").symlink_to(shared_data / "ct" / CT2)
     with pytest.raises(ValueError, match="'chest'"):
         find_volumes(images)
+
+
+def test_hidden_and_temporary_files_are_not_volumes(images, shared_data):
+    """A killed atomic write leaves `.<name>.<random>.tmp.nii.gz`; hidden folders hold caches, not data."""
+    (images / ".chest.nii.gz.ab12cd34.tmp.nii.gz").symlink_to(shared_data / "ct" / CT)
+    (images / ".cache").mkdir()
+    (images / ".cache" / "other.nii.gz").symlink_to(shared_data / "ct" / CT2)
+    (images / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    volumes, _ = find_volumes(images)
+    assert sorted(v for v, _, _ in volumes) == sorted(["chest", "copd", SERIES])
+
+
+def test_multi_series_folder_keeps_its_chest_ct_and_says_what_was_ignored(shared_data, tmp_path):
+    from volume_door import chest_hu, copy_real_series, write_dicom_series
+
+    folder = tmp_path / "images" / "study"
+    copy_real_series(shared_data, folder)
+    write_dicom_series(folder, chest_hu(2), [0.0, 0.0], "1.2.826.0.1.3680043.8.498.60", description="Topogram",
+                       image_type="ORIGINAL\\PRIMARY\\LOCALIZER", prefix="top")
+    rows, stats = read_folder(folder_cfg(tmp_path / "images"))
+    assert [(r["volume_id"], r["image"], r["format"]) for r in rows] == [("study", str(folder), "dicom")]
+    assert stats["found"] == 1 and stats["multi_series_folders"] == 1
+    (ignored,) = stats["skipped"]
+    assert ignored["volume_id"] == "study" and ignored["path"] == str(folder)
+    assert ignored["reason"].startswith("ignored series: 1.2.826.0.1.3680043.8.498.60 (2 images, CT CHEST Topogram)")
