@@ -19,13 +19,15 @@ log = logging.getLogger("simcrop")
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", action="append", default=[], metavar="YAML",
-                        help="config file(s), merged in order (default: built-in defaults)")
+                        help="config file(s), merged in order over config/config.yaml, the same base "
+                             "Snakemake reads, so a step run by hand trains what the workflow trains")
     parser.add_argument("--set-json", action="append", default=[], metavar="JSON",
                         help="JSON mapping merged over the config files (used by the Snakemake rules)")
 
 
 def _config(args) -> config_mod.Config:
-    return config_mod.load(args.config, args.set_json)
+    """config/config.yaml (Snakemake's `configfile`), then --config overlays, then --set-json."""
+    return config_mod.load([config_mod.DEFAULT_CONFIG_PATH, *args.config], args.set_json)
 
 
 def _write_resolved(cfg: config_mod.Config, path: Path) -> None:
@@ -133,9 +135,9 @@ def cmd_pretrain(args) -> int:
     if args.init:
         cfg.pretrain.init = args.init
     out_dir = Path(args.out_dir or cfg.run_dir / "pretrain" / cfg.model.objective)
-    _write_resolved(cfg, out_dir / "pretrain.config.yaml")
     summary = pretrain(cfg, cfg.run_dir, out_dir, max_steps=args.max_steps, keep_every=cfg.pretrain.keep_every,
-                       pad_mode=cfg.pretrain.pad_mode, progress=not args.quiet, device=args.device)
+                       pad_mode=cfg.pretrain.pad_mode, progress=not args.quiet, device=args.device,
+                       on_change=args.on_change)
     log.info("pre-training %s: %s", out_dir, summary)
     return 0
 
@@ -319,10 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Pre-train on the preprocessed train split with the objective in model.objective. Resumes "
             "automatically from <out-dir>/checkpoints/last.pt; SIGTERM/Ctrl-C saves a checkpoint first. Uses "
             "torchrun DDP when WORLD_SIZE is set, bf16 autocast on CUDA, fp32 on CPU. Writes metrics.json, "
-            "dvclive/ (one curve per loss term) and encoder.pt (official key names) when done.")
+            "dvclive/ (one curve per loss term) and encoder.pt (official key names) when done. A checkpoint "
+            "trained with other model/pretrain settings or other training data is never resumed: see "
+            "--on-change.")
     p.add_argument("--out-dir", help="default: <run_dir>/pretrain/<objective>")
     p.add_argument("--init", help="start the encoder from this checkpoint ({'model': ...}, official key names)")
     p.add_argument("--max-steps", type=int, help="stop after this many total steps (resumable later)")
+    p.add_argument("--on-change", choices=("fail", "restart"), default="fail",
+                   help="when <out-dir>/checkpoints holds a run with other training settings or data: fail "
+                        "naming the changed keys (default), or restart: discard it and train anew (the "
+                        "Snakemake rule's choice: Snakemake reruns the job because its settings changed)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda:<LOCAL_RANK> when available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -408,6 +416,13 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:    # the user's data (unreadable CSV, unsafe volume id, too many bad volumes):
         log.error("%s", err)    # one line naming the file and what to do, not a traceback
         return 1
+    except RuntimeError as err:
+        from simcrop.train.provenance import SettingsChanged
+
+        if not isinstance(err, SettingsChanged):
+            raise
+        log.error("%s", err)
+        return 3
 
 
 if __name__ == "__main__":

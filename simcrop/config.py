@@ -17,6 +17,8 @@ from typing import Any, get_type_hints
 import yaml
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+# The embedded default (the demo): Snakemake's `configfile` and the CLI's base, so both train the same model.
+DEFAULT_CONFIG_PATH = SCHEMA_PATH.with_name("config.yaml")
 
 
 class ConfigError(ValueError):
@@ -282,7 +284,36 @@ def from_dict(values: dict | None) -> Config:
     if missing:
         raise ConfigError(f"experiment.downstream names {missing}, which `downstream` does not define "
                           f"(defined: {sorted(cfg.downstream)})")
+    check_values(cfg)
     return cfg
+
+
+def check_values(cfg: Config) -> None:
+    """Values the schema cannot relate to each other but no run can work with; the message names the key.
+
+    (A reversed HU window would clip every volume to a constant; a spacing outside the plausible range
+    would make each volume one voxel or billions; a crop the patch does not divide fails deep inside
+    the ViT, after preprocessing.)
+    """
+    pre = cfg.preprocess
+    lo, hi = (float(v) for v in pre.hu_window)
+    if not lo < hi:
+        raise ConfigError(f"config key preprocess.hu_window: {list(pre.hu_window)} is reversed or empty; give "
+                          "[lower, upper] HU with lower < upper, e.g. [-1000, 1000]")
+    if not pre.min_spacing_mm < pre.max_spacing_mm:
+        raise ConfigError(f"config keys preprocess.min_spacing_mm ({pre.min_spacing_mm}) and max_spacing_mm "
+                          f"({pre.max_spacing_mm}): the minimum must be below the maximum")
+    bad = [float(v) for v in pre.spacing if not pre.min_spacing_mm <= float(v) <= pre.max_spacing_mm]
+    if bad:
+        raise ConfigError(f"config key preprocess.spacing: {list(pre.spacing)} mm has {bad} outside the plausible "
+                          f"CT range [{pre.min_spacing_mm}, {pre.max_spacing_mm}] mm "
+                          "(preprocess.min_spacing_mm / max_spacing_mm)")
+    for key, size in (("model.img_size", cfg.model.img_size), ("segment.crop", cfg.segment.crop)):
+        if any(int(s) % int(p) for s, p in zip(size, cfg.model.patch_size)):
+            raise ConfigError(f"config key {key}: {list(size)} is not divisible by model.patch_size "
+                              f"{list(cfg.model.patch_size)} along every axis (x, y, z)")
+    if cfg.pretrain.min_lr > cfg.pretrain.lr:
+        raise ConfigError(f"config key pretrain.min_lr: {cfg.pretrain.min_lr} is above pretrain.lr {cfg.pretrain.lr}")
 
 
 def read_yaml(path: str | os.PathLike) -> dict:

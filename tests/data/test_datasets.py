@@ -66,7 +66,8 @@ def test_filters_and_counts_each_reason(tmp_path, caplog):
 def test_sample_contract(tmp_path):
     ds = dataset(make_run(tmp_path), augment=False)
     sample = ds[0]
-    assert set(sample) == {"volume_id", "scan_id", "image", "findings", "impressions", "sentences"}
+    assert set(sample) == {"volume_id", "scan_id", "image", "findings", "impressions", "sentences",
+                           "mask_seed"}
     assert sample["image"].shape == (1, *CROP) and sample["image"].dtype == torch.float32
     assert sample["image"].min() >= -1.0 and sample["image"].max() <= 1.0
     assert sample["image"].min() == -1.0 and sample["image"].max() == 1.0       # HU clipped then / 1000

@@ -95,3 +95,18 @@ def test_bert_mix_keeps_some_tokens(tokenizer, splitter):
     chosen = out["mlm_labels"] != -100
     share = (out["mlm_input_ids"][chosen] == tokenizer.mask_token_id).float().mean()
     assert 0.6 < float(share) < 0.95
+
+
+def test_sample_mask_seed_fixes_its_mask_whatever_the_batch(tokenizer, splitter):
+    """A resumed run, another worker or another batch neighbour must not change a report's mask."""
+    short = {**sample(splitter, "Mild emphysema in both lobes.", ""), "mask_seed": 11}
+    long = {**sample(splitter, " ".join(["Small nodule in the right upper lobe."] * 4), ""), "mask_seed": 12}
+    alone = ReportBatcher(tokenizer, max_tokens=64, seed=3)([short])
+    batcher = ReportBatcher(tokenizer, max_tokens=64, seed=3)
+    batcher([long])                                                           # the counter moves on
+    together = batcher([long, short])                                         # padded to the long one
+    n = alone["input_ids"].shape[1]
+    assert torch.equal(together["mlm_labels"][1, :n], alone["mlm_labels"][0])
+    assert (together["mlm_labels"][1, n:] == -100).all()
+    other = ReportBatcher(tokenizer, max_tokens=64, seed=3)([{**short, "mask_seed": 99}])
+    assert not torch.equal(other["mlm_labels"], alone["mlm_labels"])

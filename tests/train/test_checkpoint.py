@@ -99,3 +99,24 @@ def test_latest_checkpoint_and_milestones(tmp_path):
     assert (tmp_path / "step_000300.pt").read_bytes() == b"c"
     with pytest.raises(FileNotFoundError):
         ck.read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_identical_contents_give_identical_bytes(tmp_path):
+    """Same tensors and values, whatever the folder, and also after a load (a resumed run's state)."""
+    model, opt, sched = trained()
+    (tmp_path / "a").mkdir()
+    first = ck.save_checkpoint(tmp_path / "a" / "last.pt", model, opt, sched, step=2, extra={"w": {"loss": 1.5}})
+    second = ck.save_checkpoint(tmp_path / "last.pt", model, opt, sched, step=2, extra={"w": {"loss": 1.5}})
+    assert first.read_bytes() == second.read_bytes()
+    loaded_model, loaded_opt, loaded_sched = trained(seed=1)
+    ck.load_checkpoint(first, loaded_model, loaded_opt, loaded_sched)
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    ck.save_checkpoint(tmp_path / "a" / "last.pt", model, opt, sched, step=2, extra={"w": {"loss": 1.5}})
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    again = ck.save_checkpoint(tmp_path / "b.pt", loaded_model, loaded_opt, loaded_sched, step=2,
+                               extra={"w": {"loss": 1.5}})
+    assert (tmp_path / "a" / "last.pt").read_bytes() == again.read_bytes()
