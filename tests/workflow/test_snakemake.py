@@ -6,6 +6,7 @@ import nibabel as nib
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from simcrop.data.manifest import read_manifest
 
@@ -17,7 +18,7 @@ def snakemake(repo_root, workdir, config_file, *extra):
             "--directory", str(workdir), "--configfile", str(config_file), "--cores", "2", *extra]
 
 
-def test_data_half_end_to_end(repo_root, tmp_path, tiny_config_file, run_tool):
+def test_data_half_end_to_end(repo_root, tmp_path, tiny_config_file, tiny_config, run_tool):
     work = tmp_path / "work"
     work.mkdir()
     run_tool(snakemake(repo_root, work, tiny_config_file), repo_root)
@@ -70,6 +71,24 @@ def test_data_half_end_to_end(repo_root, tmp_path, tiny_config_file, run_tool):
     # Nothing changed: a second run has nothing to do.
     again = run_tool(snakemake(repo_root, work, tiny_config_file, "-n"), repo_root)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # Pre-training reruns are never stuck and never keep weights trained with other settings.
+    out = run / "pretrain" / "simcrop"
+    encoder = (out / "encoder.pt").read_bytes()
+    logging_only = tmp_path / "logging_only.yaml"          # Snakemake reruns the job: its params changed
+    logging_only.write_text(yaml.safe_dump({**tiny_config, "pretrain": {**tiny_config["pretrain"], "log_every": 3}}))
+    run_tool(snakemake(repo_root, work, logging_only, "pretrained"), repo_root)
+    assert (out / "encoder.pt").read_bytes() == encoder and (out / "metrics.json").exists()
+    (out / "encoder.pt").unlink()                          # as after an interrupted Snakemake
+    (out / "metrics.json").unlink()
+    run_tool(snakemake(repo_root, work, logging_only, "pretrained", "--rerun-incomplete"), repo_root)
+    assert (out / "encoder.pt").read_bytes() == encoder
+    new_lr = tmp_path / "new_lr.yaml"
+    new_lr.write_text(yaml.safe_dump({**tiny_config, "pretrain": {**tiny_config["pretrain"], "lr": 1e-3}}))
+    run_tool(snakemake(repo_root, work, new_lr, "pretrained"), repo_root)
+    assert (out / "encoder.pt").read_bytes() != encoder
+    assert yaml.safe_load((out / "pretrain.config.yaml").read_text())["pretrain"]["lr"] == 1e-3
+    assert "pretrain.lr" in (run / "logs" / "pretrain" / "simcrop.log").read_text()
 
 
 # Rules call the `simcrop` CLI of the environment the user activated (make's venv or environment.yml),
