@@ -179,6 +179,27 @@ def cmd_ground(args) -> int:
     return _evaluate("grounding", args)
 
 
+def cmd_heatmap(args) -> int:
+    from simcrop.evaluate.volume_heatmap import volume_heatmaps
+
+    cfg = _config(args)
+    checkpoint = Path(args.checkpoint or cfg.run_dir / "pretrain" / cfg.model.objective / "checkpoints" / "last.pt")
+    device = args.device
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = volume_heatmaps(checkpoint, args.volume, args.text, Path(args.out_dir), cfg.preprocess,
+                              mask=args.mask, preprocessed=args.preprocessed, device=device)
+    for r in results:
+        x, y, z = r["best_ras_mm"]
+        i, j, k = r["best_input_voxel"]
+        print(f"{r['text']!r}: best patch cosine {r['cosine_max']:.3f} (map {r['cosine_min']:.3f} to "
+              f"{r['cosine_max']:.3f}) at RAS ({x:.1f}, {y:.1f}, {z:.1f}) mm = input voxel ({i}, {j}, {k})\n"
+              f"  {r['png']}\n  {r['nifti']}")
+    return 0
+
+
 def cmd_prepare(args) -> int:
     from simcrop.data.prepare import prepare_dataset
     from simcrop.evaluate import targets
@@ -350,6 +371,26 @@ def build_parser() -> argparse.ArgumentParser:
                                             "checkpoints/last.pt)")
         p.add_argument("--out", help="metrics JSON (default: <run_dir>/evaluate/<objective>/<task>.json)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("heatmap", cmd_heatmap, "heat map of your own sentence(s) over any CT volume: PNG + NIfTI on its grid",
+            "Where in this volume does the model put this sentence? A raw NIfTI / DICOM series folder / MetaImage "
+            "is preprocessed in memory with the config's preprocess settings (nothing is written into the run; "
+            "--preprocessed: a `simcrop preprocess` output, used as is); the whole volume is tiled with the "
+            "checkpoint's crop (half-crop stride) and each patch's cosine with the sentence is painted back, "
+            "then resampled (nearest) onto the input's own voxel grid and affine. Per sentence: "
+            "<stem>_<n>_<sentence>.png (axial/coronal/sagittal through the best patch, radiological "
+            "convention: patient's right on the image left) and .nii.gz (float32, overlays in 3D Slicer or "
+            "ITK-SNAP); <stem>.heatmap.json lists the best patch of each.")
+    p.add_argument("--checkpoint", help="pre-training checkpoint (default: <run_dir>/pretrain/<objective>/"
+                                        "checkpoints/last.pt); model settings come from its own config")
+    p.add_argument("--volume", required=True, help="a .nii/.nii.gz, a DICOM series folder or a .mhd/.mha")
+    p.add_argument("--text", action="append", required=True, metavar="SENTENCE",
+                   help="the sentence to look for; repeat for several (one PNG + NIfTI each)")
+    p.add_argument("--mask", help="label map (any grid with a correct affine) outlined in the PNG (voxels > 0)")
+    p.add_argument("--out-dir", default="heatmaps", help="output folder (default: ./heatmaps)")
+    p.add_argument("--preprocessed", action="store_true",
+                   help="--volume is already preprocessed (int16 HU, RAS, the run's spacing): no resampling")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available, else cpu)")
 
     p = add("prepare", cmd_prepare, "ingest and preprocess a downstream set (an entry of `downstream`)",
             "Run the downstream set's adapter, preprocess every volume with the main preprocess settings (the "

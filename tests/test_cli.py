@@ -5,7 +5,7 @@ import pytest
 
 from simcrop import cli
 
-SUBCOMMANDS = ["config", "synthesize", "ingest", "preprocess", "gather", "sentences", "pretrain", "export", "zeroshot", "retrieve", "ground", "show",
+SUBCOMMANDS = ["config", "synthesize", "ingest", "preprocess", "gather", "sentences", "pretrain", "export", "zeroshot", "retrieve", "ground", "heatmap", "show",
                "prepare", "probe", "segment", "report"]
 
 

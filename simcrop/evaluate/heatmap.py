@@ -93,3 +93,80 @@ def heatmap_figure(volume, sentence: str, sims, out_png, lesion=None, title: str
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return out_png
+
+
+# --- three orthogonal views through one point (simcrop heatmap) -------------------------------------------
+# Each view of a RAS array is `radiological(slice)`: rows run along the second slice axis upwards (origin
+# "lower"), columns along the first axis reversed. Axial (X, Y): patient's right on the viewer's left,
+# anterior up. Coronal (X, Z): right on the left, superior up. Sagittal (Y, Z): anterior on the left,
+# superior up (the patient faces the viewer's left), as radiology workstations show them.
+VIEWS = (  # name, axis held fixed, letters (viewer's left, right, top, bottom)
+    ("axial", 2, ("R", "L", "A", "P")),
+    ("coronal", 1, ("R", "L", "S", "I")),
+    ("sagittal", 0, ("A", "P", "S", "I")),
+)
+
+
+def radiological(a2: np.ndarray) -> np.ndarray:
+    """A slice (first axis, second axis) of a RAS array → image rows (second axis, drawn with origin
+    "lower") × columns (first axis reversed): radiological convention, patient's right on image left."""
+    return np.asarray(a2).T[:, ::-1]
+
+
+def orthogonal_figure(volume, heat, spacing, centre, box, sentence: str, out_png, mask=None, title: str = "",
+                      vrange=None) -> Path:
+    """Write a PNG (atomic): axial, coronal and sagittal slices of `volume` through voxel `centre`, with
+    `heat` overlaid, the `box` outlined (lime) and `mask` outlined (cyan) where given.
+
+    volume, heat (X, Y, Z) on one RAS grid (volume scaled HU in [-1, 1]); spacing (3,) mm of that grid,
+    for true proportions; centre (3,) int voxel; box ((x0, x1), (y0, y1), (z0, z1)) inclusive voxel
+    ranges (the best patch); mask (X, Y, Z) bool or None; vrange (lo, hi) of the colour scale (default:
+    the heat's min and max). Views in radiological convention with orientation letters (see VIEWS).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    volume, heat = np.asarray(volume, dtype=np.float32), np.asarray(heat, dtype=np.float32)
+    if volume.ndim != 3 or volume.shape != heat.shape:
+        raise ValueError(f"expected volume and heat (X, Y, Z) on one grid; got {volume.shape}, {heat.shape}")
+    mask = None if mask is None else np.asarray(mask, dtype=bool)
+    spacing = [float(s) for s in spacing]
+    centre = [int(np.clip(c, 0, n - 1)) for c, n in zip(centre, volume.shape)]
+    lo, hi = vrange if vrange is not None else (float(np.nanmin(heat)), float(np.nanmax(heat)))
+    fig, axes = plt.subplots(1, 3, figsize=(11.5, 4.4))
+    image = None
+    for ax, (name, fixed, letters) in zip(axes, VIEWS):
+        free = [a for a in range(3) if a != fixed]                   # (first, second) axis of the slice
+        index = [slice(None)] * 3
+        index[fixed] = centre[fixed]
+        index = tuple(index)
+        aspect = spacing[free[1]] / spacing[free[0]]                 # row height / column width in mm
+        ax.imshow(radiological(volume[index]), cmap="gray", vmin=DISPLAY_WINDOW[0], vmax=DISPLAY_WINDOW[1],
+                  origin="lower", interpolation="nearest", aspect=aspect)
+        image = ax.imshow(radiological(heat[index]), cmap="inferno", vmin=lo, vmax=hi, alpha=0.45,
+                          origin="lower", interpolation="nearest", aspect=aspect)
+        if mask is not None and mask[index].any():
+            ax.contour(radiological(mask[index]).astype(float), levels=[0.5], colors="cyan", linewidths=1.2)
+        (c0, c1), (r0, r1) = box[free[0]], box[free[1]]
+        width = volume.shape[free[0]]
+        ax.add_patch(Rectangle((width - 1 - c1 - 0.5, r0 - 0.5), c1 - c0 + 1, r1 - r0 + 1, fill=False,
+                               edgecolor="lime", linewidth=1.2))
+        style = dict(transform=ax.transAxes, color="yellow", fontsize=10, fontweight="bold")
+        ax.text(0.02, 0.5, letters[0], ha="left", va="center", **style)
+        ax.text(0.98, 0.5, letters[1], ha="right", va="center", **style)
+        ax.text(0.5, 0.98, letters[2], ha="center", va="top", **style)
+        ax.text(0.5, 0.02, letters[3], ha="center", va="bottom", **style)
+        ax.set_title(f"{name} ({'xyz'[fixed]} = {centre[fixed]})", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=list(axes), fraction=0.02, pad=0.01, label="cosine")
+    caption = "\n".join(textwrap.wrap(sentence, CAPTION_WIDTH)[:3])
+    fig.suptitle(f"{title}\n{caption}" if title else caption, fontsize=8)
+    out_png = Path(out_png)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return out_png
