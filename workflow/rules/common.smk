@@ -3,8 +3,10 @@
 import json
 import math
 import os
+import sys
 
 from simcrop import config as simcrop_config
+from simcrop.data import roots as data_roots
 from simcrop.data.ingest import input_files as ingest_input_files
 from simcrop.data.manifest import count_rows
 from simcrop.evaluate import targets as eval_targets
@@ -12,6 +14,13 @@ from simcrop.evaluate import targets as eval_targets
 CFG = simcrop_config.from_dict(config)
 RUN = str(CFG.run_dir)
 LOGS = f"{RUN}/logs"
+
+# An overlay stands alone: the demo's synthetic downstream sets it inherited are dropped (one notice), and
+# a root the run reads that does not exist fails here, naming its key, before any job (simcrop/data/roots.py).
+NOTICE = data_roots.dropped_notice(CFG)
+if NOTICE:
+    print(NOTICE, file=sys.stderr)
+data_roots.check_roots(CFG)
 
 
 def section_json(*sections):
@@ -68,7 +77,7 @@ def pretrain_json(wildcards):
 EXP = CFG.experiment
 PRETRAINED = [o for o in EXP.objectives if o != eval_targets.RANDOM]
 TEXT_TASKS = [t for t in EXP.tasks if t in ("zeroshot", "retrieval", "grounding")]
-EVAL_DATASETS = [eval_targets.MAIN, *EXP.downstream]
+EVAL_DATASETS = [eval_targets.MAIN, *data_roots.experiment_downstream(CFG)]
 
 
 def pretrain_targets():
@@ -109,9 +118,7 @@ def encoder_input(wildcards):
 def downstream_inputs(wildcards):
     """What a downstream adapter reads: the synthetic corpus's marker for the demo's sets, else the root."""
     root = CFG.downstream_dataset(wildcards.ds).root
-    if CFG.data.dataset == "synthetic" and os.path.commonpath([os.path.abspath(root),
-                                                                os.path.abspath(CFG.data.root)]) == \
-            os.path.abspath(CFG.data.root):
+    if data_roots.synthesized_here(CFG, root):
         return [f"{CFG.data.root}/synthetic/corpus.json"]
     return [root]
 
