@@ -115,7 +115,9 @@ def heatmap_for(model, patches: torch.Tensor, sentence: torch.Tensor, volume_pat
 def heatmap_for_text(model, volume_path, text: str, out_png, mask_path=None, lesion_ids=None, k: int = 8,
                      pad_mode: str = "reflect", max_tokens: int = 256) -> Path:
     """Heat map of any sentence over any preprocessed volume (real or synthetic); the sentence is read on
-    its own, not in the context of a report."""
+    its own, not in the context of a report. Centre crop only; for a raw NIfTI/DICOM input, the whole
+    volume (tiled) and a NIfTI heat map on the input's grid see `simcrop.evaluate.volume_heatmap`
+    (`simcrop heatmap`)."""
     patches = encode_volumes(model, [volume_path], pad_mode=pad_mode, progress=False)[0]
     if patches.shape[0] == 1:
         raise NotApplicableError("a global-feature model (CLIP baseline) has no per-patch similarity to draw")

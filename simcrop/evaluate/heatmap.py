@@ -2,6 +2,7 @@
 
 The per-patch cosine is drawn at patch resolution (each patch a block of its voxels: what the model
 actually scores), over the centre crop the model saw, with the lesion outline when a mask is known.
+`orthogonal_figure` draws axial, coronal and sagittal slices through one patch instead (`simcrop heatmap`).
 """
 from __future__ import annotations
 

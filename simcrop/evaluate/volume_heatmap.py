@@ -307,6 +307,9 @@ def volume_heatmaps(checkpoint, volume, texts: Sequence[str], out_dir, cfg: Prep
                                 f"{str(err).strip()[:300]})") from err
     if not preprocessed:
         _check_preprocess(cfg, model_cfg.preprocess, checkpoint)
+    elif not np.allclose(vol.spacing, model_cfg.preprocess.spacing, rtol=0.01):
+        log.warning("%s has %s mm voxels; %s was trained on %s mm", vol.path, np.round(vol.spacing, 3).tolist(),
+                    checkpoint, list(model_cfg.preprocess.spacing))
     sentences = encode_sentences(model, [t.strip() for t in texts], max_tokens=model_cfg.model.text_max_tokens)
     cells, layout = cell_similarity(model, vol.image, sentences, model_cfg.pretrain.pad_mode, batch_size)
     log.info("%s: %s voxels at %s mm, %d tile(s) of %s", vol.path, vol.image.shape,
@@ -325,8 +328,8 @@ def volume_heatmaps(checkpoint, volume, texts: Sequence[str], out_dir, cfg: Prep
         base = out_dir / f"{stem}_{i + 1}_{slug(text)}"
         nifti = base.with_name(base.name + ".nii.gz")
         write_nifti(nifti, on_input.astype(np.float32), vol.input_affine)
-        title = (f"{Path(vol.path).name} · best patch cosine {float(cells[i][cell]):.3f} at RAS "
-                 f"({ras[0]:.0f}, {ras[1]:.0f}, {ras[2]:.0f}) mm · {checkpoint.name}")
+        title = (f"{Path(vol.path).name} · {model_cfg.model.objective} model · best patch (lime) cosine "
+                 f"{float(cells[i][cell]):.3f} at RAS ({ras[0]:.0f}, {ras[1]:.0f}, {ras[2]:.0f}) mm")
         png = orthogonal_figure(vol.image, heat, vol.spacing, np.rint(centre).astype(int), box, text.strip(),
                                 base.with_name(base.name + ".png"), lesion, title)
         results.append({"text": text.strip(), "png": str(png), "nifti": str(nifti), "cosine_min": lo,
