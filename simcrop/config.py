@@ -168,6 +168,8 @@ class SegmentConfig:
     overlap: float = 0.5                  # sliding-window overlap at inference
     max_eval_volumes: int = 0             # cap val/test volumes (CPU demos); 0: all
     seed: int = 0
+    # run the ViT as the official UNETR's does: no CLS token, 2d_legacy table, fresh final norm (unetr.py)
+    official_vit: bool = False
 
 
 @dataclass

@@ -68,3 +68,24 @@ def build_pos_embed(kind: str, grid_size: tuple[int, int, int], dim: int) -> tor
     else:
         raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}; got {kind!r}")
     return torch.cat([torch.zeros(1, dim), table], dim=0).unsqueeze(0)
+
+
+def identify_pos_embed(table: torch.Tensor, grid_size: tuple[int, int, int], atol: float = 1e-4) -> str | None:
+    """Which kind of `POS_EMBED_KINDS` a (1, 1 + N, C) table is for `grid_size` (CLS row ignored); None if none.
+
+    The tolerance covers tables computed in float32 by other code (the authors' `get_3d_sincos_pos_embed`
+    works in float32 torch, `create_sin_cos_position_embedding` in float64 numpy): up to ~1e-5 apart.
+    """
+    if table.ndim != 3 or table.shape[0] != 1:
+        return None
+    n, dim = table.shape[1] - 1, table.shape[2]
+    if n != math.prod(grid_size):
+        return None
+    for kind in POS_EMBED_KINDS:
+        try:
+            ref = build_pos_embed(kind, grid_size, dim)
+        except ValueError:                               # width this kind cannot take
+            continue
+        if torch.allclose(table[:, 1:].detach().float().cpu(), ref[:, 1:], rtol=0.0, atol=atol):
+            return kind
+    return None

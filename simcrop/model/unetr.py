@@ -12,6 +12,14 @@ Same wiring as MONAI's `UNETR` and the official SimCroP `Down-stream/Segmentatio
 Only patch tokens are used (the CLS token is dropped); tokens are reshaped to the (gh, gw, gd) grid
 in the ViT's token order (h outermost, d innermost).
 
+`official_vit=True` (config `segment.official_vit`) runs the encoder as the official UNETR's ViT
+(`Down-stream/Segmentation/vision_transformer.py` with the loader of its `main.py`) does with the same
+weights file: no CLS token in the sequence, the depth-agnostic `2d_legacy` table added to the patch
+tokens (the official ViT always builds that table and never loads a file's `pos_embed`; for cubic grids,
+the only ones it accepts, the two tables are the same), and a fresh final LayerNorm (weight 1, bias 0:
+the official `fc_norm` is not in our files, whose trained `norm.*` it ignores). Blocks and patch embedding
+are the file's in both modes. The encoder's `pos_embed` buffer and `norm` are replaced in place.
+
 Anisotropic patch (16, 16, 8): the four up-sampling stages must multiply to the patch size per axis.
 The three deep stages double every axis and the last (decoder2, full-resolution side) uses
 `last_up = patch / 8`, i.e. (2, 2, 1). Why the last: a patch covers a physical cube (24 mm at 1.5 x 1.5
@@ -29,13 +37,17 @@ come from the same block (skip un-normed, bottleneck after the final LayerNorm).
 """
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import torch
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
 from torch import nn
 
+from simcrop.model.pos_embed import build_pos_embed
 from simcrop.model.vit3d import VisionTransformer3D
+
+log = logging.getLogger(__name__)
 
 
 def skip_indices_for(depth: int) -> tuple[int, int, int]:
@@ -53,6 +65,21 @@ def last_upsample(patch_size: Sequence[int]) -> tuple[int, int, int]:
     return tuple(p // 8 for p in patch_size)
 
 
+@torch.no_grad()
+def as_official_vit(encoder: VisionTransformer3D) -> VisionTransformer3D:
+    """Make `encoder` compute what the official UNETR's ViT computes from the same weights (see above):
+    `2d_legacy` position table, final LayerNorm reset to weight 1 / bias 0. Run it without the CLS token
+    (`forward_features(..., cls_token=False)`). Returns the same encoder."""
+    table = build_pos_embed("2d_legacy", encoder.grid_size, encoder.embed_dim)
+    encoder.pos_embed.copy_(table.to(encoder.pos_embed))
+    encoder.pos_embed_kind = "2d_legacy"
+    nn.init.ones_(encoder.norm.weight)
+    nn.init.zeros_(encoder.norm.bias)
+    log.info("encoder run as the official UNETR's ViT: no CLS token, 2d_legacy position table, final "
+             "LayerNorm reset to weight 1 / bias 0 (the file's table and norm are not used)")
+    return encoder
+
+
 class UNETR(nn.Module):
     """UNETR with a `VisionTransformer3D` encoder (fine-tuned, not frozen).
 
@@ -62,11 +89,14 @@ class UNETR(nn.Module):
 
     def __init__(self, encoder: VisionTransformer3D, out_channels: int, feature_size: int = 16,
                  norm_name: str | tuple = "instance", res_block: bool = True, conv_block: bool = True,
-                 skip_indices: Sequence[int] | None = None):
+                 skip_indices: Sequence[int] | None = None, official_vit: bool = False):
         super().__init__()
         if out_channels < 1:
             raise ValueError(f"out_channels must be >= 1; got {out_channels}")
         self.encoder = encoder
+        self.official_vit = bool(official_vit)
+        if self.official_vit:
+            as_official_vit(encoder)
         self.skip_indices = tuple(skip_indices) if skip_indices is not None else skip_indices_for(encoder.depth)
         for i in self.skip_indices:
             if not 0 <= i < encoder.depth:
@@ -92,13 +122,17 @@ class UNETR(nn.Module):
         return self.encoder.img_size
 
     def to_grid(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, 1 + N, C), CLS first -> (B, C, gh, gw, gd) patch-token map."""
+        """tokens (B, 1 + N, C), CLS first ((B, N, C) with official_vit) -> (B, C, gh, gw, gd) patch-token map."""
         B, _, C = tokens.shape
-        grid = tokens[:, 1:].reshape(B, *self.encoder.grid_size, C)
+        grid = tokens[:, 0 if self.official_vit else 1:].reshape(B, *self.encoder.grid_size, C)
         return grid.permute(0, 4, 1, 2, 3).contiguous()
 
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The ViT's (normed output, per-block hidden states), as `forward` uses them."""
+        return self.encoder.forward_features(x, return_hidden=True, cls_token=not self.official_vit)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, hidden = self.encoder.forward_features(x, return_hidden=True)
+        out, hidden = self.encode(x)
         s1, s2, s3 = (self.to_grid(hidden[i]) for i in self.skip_indices)
         enc1 = self.encoder1(x)
         enc2 = self.encoder2(s1)

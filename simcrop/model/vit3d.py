@@ -212,8 +212,8 @@ class VisionTransformer3D(nn.Module):
         x = torch.einsum("nhwdpqrc->nchpwqdr", x)
         return x.reshape(B, 1, gh * ph, gw * pw, gd * pd)
 
-    def _embed(self, x: torch.Tensor, ids_keep: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, 1, H, W, D) -> (B, 1 + K, C) tokens with positions, CLS first."""
+    def _embed(self, x: torch.Tensor, ids_keep: torch.Tensor | None, cls_token: bool = True) -> torch.Tensor:
+        """x: (B, 1, H, W, D) -> (B, 1 + K, C) tokens with positions, CLS first ((B, K, C) without CLS)."""
         _check_layout(x, self.patch_size)
         if tuple(x.shape[2:]) != self.img_size:
             raise ValueError(f"input spatial size {tuple(x.shape[2:])} != model img_size {self.img_size}")
@@ -221,19 +221,23 @@ class VisionTransformer3D(nn.Module):
         tokens = self.patch_embed(x) + self.pos_embed[:, 1:].to(x.dtype)
         if ids_keep is not None:
             tokens = torch.gather(tokens, 1, ids_keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        if not cls_token:
+            return tokens
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
         return torch.cat([cls.to(tokens.dtype), tokens], dim=1)
 
     def forward_features(self, x: torch.Tensor, ids_keep: torch.Tensor | None = None,
-                         return_hidden: bool = False):
+                         return_hidden: bool = False, cls_token: bool = True):
         """Encode a CT batch, optionally only the patches listed in ids_keep.
 
         x: (B, 1, H, W, D) float in [-1, 1]; ids_keep: (B, K) int64 patch indices or None (all N).
         Returns (B, 1 + K, C) after the final LayerNorm, CLS at index 0, patch tokens in ids_keep order.
         With return_hidden, also a list of `depth` tensors (B, 1 + K, C): the output of each block,
         before the final norm (`hidden[i]` is after blocks[i], as the official UNETR indexes it).
+        cls_token=False runs the patch tokens alone (every shape above without the leading 1): what the
+        official SimCroP UNETR's ViT computes (`pos_embed[:, 1:]` added, no CLS token in attention).
         """
-        x = self._embed(x, ids_keep)
+        x = self._embed(x, ids_keep, cls_token)
         hidden = []
         for blk in self.blocks:
             x = blk(x)

@@ -223,12 +223,16 @@ def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, label_map: str =
                           samples_per_volume: int = 2, lr: float = 1e-4, eval_every: int = 100,
                           feature_size: int = 16, overlap: float = 0.5, seed: int = 0,
                           vit_overrides: dict | None = None,
-                          in_memory: bool = True, max_eval_volumes: int | None = None, progress: bool = True) -> dict:
+                          in_memory: bool = True, max_eval_volumes: int | None = None, progress: bool = True,
+                          official_vit: bool | None = None) -> dict:
     """Fine-tune UNETR from `encoder_path` (None: random init) per data fraction; test Dice -> out_json.
 
     max_eval_volumes caps the val and test volumes (first N of each split; CPU demos only: a 96 x 96 x 48
-    window takes ~2 s on two CPU cores). The JSON's "n" gives the counts used.
+    window takes ~2 s on two CPU cores). The JSON's "n" gives the counts used. official_vit (default
+    `cfg.segment.official_vit`) runs the encoder as the official UNETR's ViT (see simcrop.model.unetr).
     """
+    if official_vit is None:
+        official_vit = bool(getattr(getattr(cfg, "segment", None), "official_vit", False))
     run_dir, out_json = Path(run_dir), Path(out_json)
     classes = list(classes or DEFAULT_CLASSES[label_map])
     manifest = read_manifest(run_dir / "manifest.csv")
@@ -247,7 +251,7 @@ def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, label_map: str =
     results = {}
     for f, subset in subsets.items():
         model = UNETR(build_encoder(cfg.model, crop, encoder_path, vit_overrides, seed), len(classes) + 1,
-                      feature_size=feature_size)
+                      feature_size=feature_size, official_vit=official_vit)
         train = cases["train"].subset(subset)
         model, info = train_segmentation(model, train, cases["val"], steps, batch_size, samples_per_volume, lr,
                                          eval_every=eval_every, overlap=overlap, seed=seed, progress=progress)
@@ -261,7 +265,8 @@ def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, label_map: str =
     metrics = {"label_map": label_map, "classes": classes, "protocol": protocol,
                "encoder": str(encoder_path) if encoder_path else "random", "crop": list(crop), "steps": steps,
                "lr": lr, "batch_size": batch_size, "samples_per_volume": samples_per_volume,
-               "feature_size": feature_size, "overlap": overlap, "seed": seed, "n": {s: len(splits[s]) for s in splits},
+               "feature_size": feature_size, "overlap": overlap, "seed": seed, "official_vit": official_vit,
+               "n": {s: len(splits[s]) for s in splits},
                "fractions": results}
     write_json_atomic(out_json, metrics)
     return metrics

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from simcrop.config import ModelConfig
+from simcrop.model.pos_embed import build_pos_embed
 from simcrop.model.unetr import UNETR, last_upsample, skip_indices_for
 from simcrop.model.vit3d import build_vit
 from simcrop.train.probe import build_encoder
@@ -75,3 +76,23 @@ def test_loaded_encoder_equals_exported(tmp_path, crop):
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
     random = build_encoder(cfg, crop, None, vit_overrides=TINY, seed=7)
     assert not torch.equal(random.blocks[0].attn.qkv.weight, want["blocks.0.attn.qkv.weight"])
+
+
+def test_official_vit_mode_runs_without_cls_on_the_legacy_table():
+    """official_vit: patch tokens only, the depth-agnostic 2d_legacy table, a fresh final norm (what the
+    official UNETR's ViT computes from our files); the CLS token takes no part and gets no gradient."""
+    torch.manual_seed(0)
+    vit = build_vit(TINY, img_size=(32, 32, 16), patch_size=(16, 16, 8))
+    with torch.no_grad():
+        vit.norm.weight.fill_(2.0)
+    model = UNETR(vit, out_channels=3, feature_size=8, official_vit=True)
+    assert vit.pos_embed_kind == "2d_legacy" and torch.equal(vit.norm.weight, torch.ones(48))
+    assert torch.equal(vit.pos_embed, build_pos_embed("2d_legacy", vit.grid_size, 48))
+    x = torch.rand(2, 1, 32, 32, 16) * 2 - 1
+    out, hidden = model.encode(x)
+    assert out.shape == (2, 8, 48) and hidden[0].shape == (2, 8, 48)
+    logits = model(x)
+    assert logits.shape == (2, 3, 32, 32, 16)
+    logits.mean().backward()
+    assert vit.cls_token.grad is None and vit.blocks[0].attn.qkv.weight.grad is not None
+    assert UNETR(build_vit(TINY, img_size=(32, 32, 16)), 2, feature_size=8).official_vit is False

@@ -61,6 +61,23 @@ def test_positions_are_added_before_selection():
                                atol=1e-5, rtol=1e-5)
 
 
+def test_without_cls_token_only_patch_tokens_attend():
+    """cls_token=False: the patch tokens alone, positions pos_embed[:, 1:], as the official UNETR's ViT runs."""
+    vit, x = _vit(), _ct()
+    out, hidden = vit.forward_features(x, return_hidden=True, cls_token=False)
+    assert out.shape == (2, 8, 48) and len(hidden) == 3 and all(h.shape == (2, 8, 48) for h in hidden)
+    with torch.no_grad():
+        t = vit.patch_embed(x) + vit.pos_embed[:, 1:]
+        for blk in vit.blocks:
+            t = blk(t)
+        torch.testing.assert_close(hidden[-1], t)
+        torch.testing.assert_close(out, vit.norm(t))
+        with_cls = vit(x)
+    assert (with_cls[:, 1:] - out).abs().max() > 1e-3            # the CLS token changes every patch token
+    ids = torch.tensor([[0, 5, 7], [3, 1, 2]])
+    assert vit.forward_features(x, ids_keep=ids, cls_token=False).shape == (2, 3, 48)
+
+
 # --- patch layout -------------------------------------------------------------------------------
 
 def test_patchify_roundtrip_and_layout():

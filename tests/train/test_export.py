@@ -73,3 +73,17 @@ def test_init_is_strict_but_drops_classifier_heads(tmp_path):
                tmp_path / "wide.pt")
     with pytest.raises(ValueError, match="size mismatch"):
         load_encoder_init(TinyMAE().encoder, tmp_path / "wide.pt")
+
+
+def test_init_from_a_training_checkpoint_names_what_it_leaves_out(tmp_path, caplog):
+    """The decoder beside the encoder is left out, returned, and named in one log line."""
+    import logging
+    torch.manual_seed(0)
+    model = TinyMAE()
+    save_checkpoint(tmp_path / "last.pt", model, step=3)
+    with caplog.at_level(logging.INFO, logger="simcrop.train.export"):
+        left = load_encoder_init(TinyMAE().encoder, tmp_path / "last.pt")
+    decoder = sorted(k for k in model.state_dict() if not k.startswith("mae.encoder."))
+    assert decoder and left == decoder
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "simcrop.train.export"]
+    assert "under prefix 'mae.encoder.'" in line and f"left out {len(decoder)} other keys: mae.decoder" in line

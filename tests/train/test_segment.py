@@ -121,3 +121,27 @@ def test_a_class_absent_from_every_ground_truth_has_no_dice(tmp_path):
     assert result["dice"]["heart"] is None                                           # not MONAI's reduced 0.0
     assert result["dice"]["right_lung"] > 0.5
     assert result["mean_dice"] == pytest.approx(result["dice"]["right_lung"])
+
+
+def test_segment_official_vit_switch_reaches_the_unetr(tmp_path, monkeypatch):
+    """`segment.official_vit: true` builds every UNETR with the official (no-CLS, 2d_legacy) encoder path."""
+    import simcrop.train.segment as segment_mod
+    run = write_sphere_run(tmp_path / "run")
+    built = []
+
+    def fake_train(model, train, val, *args, **kwargs):
+        built.append(model)
+        return model, {"best_step": 0, "val_mean_dice": None, "history": []}
+
+    monkeypatch.setattr(segment_mod, "train_segmentation", fake_train)
+    monkeypatch.setattr(segment_mod, "segment_dice", lambda *a, **k: {"mean_dice": None, "dice": {}, "n_volumes": 0})
+    for switch in (True, False):
+        cfg = from_dict({"model": {"img_size": [32, 32, 16], "patch_size": [16, 16, 8]},
+                         "segment": {"official_vit": switch}})
+        metrics = evaluate_segmentation(cfg, None, run, tmp_path / f"{switch}.json", classes=["right_lung"],
+                                        fractions=(1.0,), crop=(32, 32, 16), feature_size=8, vit_overrides=TINY,
+                                        progress=False)
+        assert built[-1].official_vit is switch and metrics["official_vit"] is switch
+        assert built[-1].encoder.pos_embed_kind == ("2d_legacy" if switch else "3d_sincos")
+    with pytest.raises(Exception, match="official_vit"):
+        from_dict({"segment": {"official_vit": "yes"}})
