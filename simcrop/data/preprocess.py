@@ -4,7 +4,8 @@ Per volume (manifest row):
 1. load by `format` (simcrop.data.volume_io), HU = slope · stored + intercept only when `apply_rescale`
    is 1 (CT-RATE v1; v2 is HU already and is never rescaled again);
 2. validate (BadVolume → quarantine): non-finite voxels, zero-length axis, impossible spacing,
-   0–255 8-bit data, constant volume;
+   0–255 8-bit data, constant volume, implausible HU (no air; stored values HU + 1024 read as HU);
+   header and DICOM slice-position checks happen in the loader (simcrop.data.volume_io);
 3. reorient to RAS (flips/transposes folded into the sampling), resample trilinear to `cfg.spacing`
    mm, centre crop/pad to `cfg.size` (pad = window minimum), clip to `cfg.hu_window`, round, int16:
    the grid MONAI's Orientation → Spacing → ResizeWithPadOrCrop chain gives (simcrop.data.resample);

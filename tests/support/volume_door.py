@@ -2,6 +2,8 @@
 back by GDCM like a user's export), copies of the real series, and a chest phantom in HU."""
 from __future__ import annotations
 
+import contextlib
+import locale
 import shutil
 import stat
 from pathlib import Path
@@ -39,6 +41,25 @@ def write_dicom_series(folder: Path, hu: np.ndarray, positions, uid: str, *, des
                        modality: str = "CT", prefix: str = "im", spacing=(0.8, 0.8)) -> list[Path]:
     """One DICOM file per slice of `hu (Z, Y, X)` int16 HU at the given z `positions` (mm, LPS),
     axial orientation; returns the files. Slices are written with SimpleITK/GDCM (int16, slope 1)."""
+    with keep_locale():
+        return _write_series(folder, hu, positions, uid, description, body_part, image_type, modality, prefix,
+                             spacing)
+
+
+@contextlib.contextmanager
+def keep_locale():
+    """GDCM's DICOM writer switches the process locale to "C" and leaves it there; every later
+    `open()` without an encoding in this pytest process (torch inductor's templates, ...) would then
+    read ASCII. Put it back."""
+    before = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, before)
+
+
+def _write_series(folder, hu, positions, uid, description, body_part, image_type, modality, prefix,
+                  spacing) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
