@@ -1,15 +1,28 @@
-"""Report sections → sentences with character offsets (spaCy `blank("en")` + sentencizer + report rules).
+"""Report sections → sentences with character offsets (report layout rules + spaCy `blank("en")` + sentencizer).
 
-The sentencizer splits after `.`, `!`, `?`. On top of it, `report_boundaries` applies what chest CT reports
-need: abbreviations that keep their period (`ABBREVIATIONS`), decimals (`3.5 cm`, one token already),
-newlines as boundaries, numbered lists (`1. ... 2. ...`: each item one sentence, the number inside it),
-units followed by a lower-case word (`5 mm. in diameter`) and `?`/`!` followed by one
-(`(tumor invasion? secretion?)`) kept together.
-Every sentence satisfies `text == section[start:end]`, with surrounding whitespace trimmed.
+Two layers. `simcrop.text.report_layout` cuts a section into blocks at what is layout, not prose: item
+separators (CT-RATE's `"` and `•`, bullets), numbered items, section headers (`LUNGS:`, `Findings:`, a header
+line) and line breaks that end an item; hard-wrapped lines stay in one block. Inside a block spaCy splits
+after `.`, `!`, `?`, and `report_boundaries` corrects it for chest CT reports: abbreviations that keep their
+period (`ABBREVIATIONS`), decimals (`3.5 cm`, one token already), units followed by a lower-case word
+(`5 mm. in diameter`), no boundary inside parentheses (`(cyst?)`, `(small airway disease? small vessel
+disease?)`) nor before a lower-case word after `?`/`!` or after punctuation that cannot end a sentence
+(`?)`, `?,`, `.;`).
+
+Each sentence is `{"text", "start", "end", "header"}`:
+- `start`/`end`: character offsets into the ORIGINAL section text (what tokens are mapped by); separators,
+  list markers and headers lie outside every `[start, end)`, surrounding whitespace is trimmed;
+- `text == clean_text(section[start:end])`: the same characters with each hard wrap (whitespace holding a
+  newline) turned into one space, so `text` never holds `\n`;
+- `header`: the section header in force (lower case, e.g. "lungs"), None where there is none. It is not
+  called `section`: sentence records keep `section` for the report section the offsets point into.
+No sentence is empty or punctuation only.
 """
 from __future__ import annotations
 
+import bisect
 import logging
+import re
 import statistics
 from pathlib import Path
 
@@ -20,6 +33,7 @@ from simcrop.config import SentencesConfig
 from simcrop.data.manifest import lesions_of, read_manifest
 from simcrop.data.quarantine import QUARANTINE_COLUMNS, QuarantineRecord
 from simcrop.io import write_csv_atomic, write_jsonl_atomic
+from simcrop.text.report_layout import layout
 
 log = logging.getLogger(__name__)
 
@@ -29,98 +43,98 @@ BEFORE_CAPITAL = "before_capital"  # ends it when the next word is capitalised (
 # Abbreviations kept as one token with their period (lower-case keys; Capitalised and UPPER variants are
 # added). Any other token that ends in "." after tokenization (spaCy's "a.", "Jan.") is BEFORE_CAPITAL.
 ABBREVIATIONS = {
-    "approx.": NEVER, "appr.": NEVER, "ca.": NEVER, "vs.": NEVER, "e.g.": NEVER, "i.e.": NEVER,
+    "approx.": NEVER, "appr.": NEVER, "vs.": NEVER, "e.g.": NEVER, "i.e.": NEVER,
     "cf.": NEVER, "dr.": NEVER, "prof.": NEVER, "fig.": NEVER, "incl.": NEVER, "esp.": NEVER,
     "no.": BEFORE_CAPITAL, "nos.": BEFORE_CAPITAL, "etc.": BEFORE_CAPITAL, "resp.": BEFORE_CAPITAL,
     "max.": BEFORE_CAPITAL, "min.": BEFORE_CAPITAL, "lab.": BEFORE_CAPITAL,
+    "ca.": BEFORE_CAPITAL,        # circa before a number, but CT-RATE's "lung ca." (cancer) ends sentences
 }
+NEVER_ENDS = frozenset(a for a, policy in ABBREVIATIONS.items() if policy == NEVER)
 # A unit, then ".", then a lower-case word is one sentence ("5 mm. in diameter"); before a capital it ends one.
 UNITS = {"mm", "cm", "m", "ml", "cc", "hu", "mg", "kg", "sec", "s"}
-SENTENCE_END = {".", "!", "?", ":", ";"}
+OPENERS = {"(", "[", '"', "“"}
+NO_END = {",", ";", ":", ")", "]"}     # a boundary after these needs more than a lower-case word next
 SECTIONS = ("findings", "impressions", "clinical_information", "technique")
 COMPONENT = "report_boundaries"
+LAYOUT_KEY = "report_layout"           # doc.user_data keys: the section's layout blocks,
+CUTS_KEY = "report_sentence_starts"    # and the character offsets where sentences start
+_WRAP = re.compile(r"\s*\n\s*")
 
 
-def _next_word(doc, i: int) -> tuple[int, int]:
-    """Index of the first non-space token after i, and the number of newlines in between."""
-    j, newlines = i + 1, 0
-    while j < len(doc) and doc[j].is_space:
-        newlines += doc[j].text.count("\n")
-        j += 1
-    return j, newlines
+def clean_text(span: str) -> str:
+    """A sentence's characters as its `text`: every hard wrap (whitespace holding a newline) becomes one space."""
+    return _WRAP.sub(" ", span)
 
 
-def _prev_word(doc, i: int) -> tuple[int, int]:
-    j, newlines = i - 1, 0
-    while j >= 0 and doc[j].is_space:
-        newlines += doc[j].text.count("\n")
-        j -= 1
-    return j, newlines
+def _inside_parentheses(words: list[str], max_tokens: int = 80) -> list[bool]:
+    """Per token: strictly inside a matched `( ... )` pair at most max_tokens long (an unclosed `(` is ignored)."""
+    inside, stack = [False] * len(words), []
+    for i, word in enumerate(words):
+        if word == "(":
+            stack.append(i)
+        elif word == ")" and stack:
+            j = stack.pop()
+            if i - j <= max_tokens:
+                inside[j + 1:i] = [True] * (i - j - 1)
+    return inside
 
 
-def _is_list_marker_shape(doc, i: int) -> bool:
-    """`1.` or `1)` followed by whitespace: a digit token glued to its punctuation."""
-    tok = doc[i]
-    if not (tok.text.isdigit() and len(tok.text) <= 2 and i + 2 < len(doc)):
-        return False
-    punct = doc[i + 1]
-    return (punct.text in (".", ")") and not tok.whitespace_
-            and (bool(punct.whitespace_) or doc[i + 2].is_space))
+def _boundaries(tokens: list) -> list:
+    """Sentence starts of a doc's tokens (True/False; None where an earlier component, e.g. a parser, decides).
 
-
-def _boundaries(doc) -> list:
-    """Sentence starts (True/False; None where an earlier component, e.g. a parser, should decide)."""
-    n = len(doc)
-    start = [tok.is_sent_start for tok in doc]
+    Works on plain lists: every `doc[i]` builds a new Token object, the main cost on 50k reports."""
+    n = len(tokens)
+    words = [tok.text for tok in tokens]
+    space = [tok.is_space for tok in tokens]
+    glued = [not tok.whitespace_ for tok in tokens]
+    start = [tok.is_sent_start for tok in tokens]
+    following = [n] * n                # index of the first non-space token after i
+    for i in range(n - 2, -1, -1):
+        following[i] = following[i + 1] if space[i + 1] else i + 1
     start[0] = True
     for i in range(1, n):            # whitespace never starts a sentence: move the start to the next word
-        if doc[i].is_space:
-            if start[i]:
-                j, _ = _next_word(doc, i)
-                if j < n:
-                    start[j] = True
+        if space[i]:
+            if start[i] and following[i] < n:
+                start[following[i]] = True
             start[i] = False
-    for i, tok in enumerate(doc):
-        if tok.is_space:
-            continue
-        j, newlines = _next_word(doc, i)
-        if j >= n:
-            continue
-        following = doc[j].text
-        if newlines >= 2 or (newlines == 1 and not following[:1].islower()):
-            start[j] = True          # a line break is a boundary unless the next line continues in lower case
-        elif newlines == 1:
-            start[j] = tok.text in SENTENCE_END - {":", ";"}
-        elif len(tok.text) > 1 and tok.text.endswith("."):
-            policy = ABBREVIATIONS.get(tok.lower_, BEFORE_CAPITAL)
-            start[j] = policy == BEFORE_CAPITAL and following[:1].isupper()
-        elif tok.text == "." and i > 0 and doc[i - 1].lower_ in UNITS and following[:1].islower():
-            start[j] = False
-        elif tok.text in ("?", "!") and following[:1].islower():
-            start[j] = False         # "(tumor invasion? secretion?)" stays one sentence
-    last_marker = 0
-    for i in range(n):
-        if not _is_list_marker_shape(doc, i):
-            continue
-        number = int(doc[i].text)
-        p, newlines = _prev_word(doc, i)
-        j, _ = _next_word(doc, i + 1)
-        after_boundary = p < 0 or newlines > 0 or doc[p].text in SENTENCE_END or doc[p].text.endswith(".")
-        continues = last_marker > 0 and number == last_marker + 1 and j < n and doc[j].text[:1].isupper()
-        if after_boundary or continues:
+    for i in range(1, n - 1):        # the sentencizer keeps `(`/`"` with the sentence before: "No effusion. (See"
+        if start[i + 1] and words[i] in OPENERS and glued[i] and (not glued[i - 1] or space[i - 1]):
             start[i], start[i + 1] = True, False
-            if j < n:
-                start[j] = False     # "1. Findings": the number belongs to its item
-            last_marker = number
+    inside = _inside_parentheses(words)
+    for i, word in enumerate(words):
+        j = following[i]
+        if space[i] or j >= n:
+            continue
+        first = words[j][:1]
+        if len(word) > 1 and word.endswith("."):
+            policy = ABBREVIATIONS.get(word.lower(), BEFORE_CAPITAL)
+            start[j] = policy == BEFORE_CAPITAL and first.isupper()
+        elif word == "." and i > 0 and words[i - 1].lower() in UNITS and first.islower():
+            start[j] = False
+        elif start[j] and first.islower() and (word in NO_END or word in ("?", "!")):
+            start[j] = False         # "(tumor invasion? secretion?)", "cyst?) in the", "structures.; clinical"
+        if start[j] and inside[j]:
+            start[j] = False         # "(cyst? hemangioma?)", "(? Infection)": never inside parentheses
     return start
 
 
 def _report_boundaries(doc):
     if len(doc) == 0:
         return doc
-    for tok, value in zip(doc, _boundaries(doc)):
+    blocks = layout(doc.text, NEVER_ENDS)
+    doc.user_data[LAYOUT_KEY] = blocks
+    tokens = list(doc)
+    start = _boundaries(tokens)
+    idx = [tok.idx for tok in tokens]
+    for block in blocks:             # a block starts a sentence where a token starts there (not in `1.Viral`)
+        i = bisect.bisect_left(idx, block.start)
+        if i < len(idx) and idx[i] == block.start:
+            start[i] = True
+    for tok, value in zip(tokens, start):
         if value is not None and value != tok.is_sent_start:
             tok.is_sent_start = value
+    if None not in start:            # all decided here (no parser after us): sentence_spans needs no doc.sents
+        doc.user_data[CUTS_KEY] = [i for i, value in zip(idx, start) if value]
     return doc
 
 
@@ -133,7 +147,7 @@ def _add_abbreviations(nlp) -> None:
 
 
 def build_splitter(cfg: SentencesConfig | None = None):
-    """spaCy pipeline whose `doc.sents` are report sentences (blank("en") + sentencizer + report rules)."""
+    """spaCy pipeline for `split_report`/`sentence_spans` (blank("en") + sentencizer + report rules)."""
     import spacy
     from spacy.language import Language
 
@@ -157,21 +171,32 @@ def build_splitter(cfg: SentencesConfig | None = None):
 
 
 def sentence_spans(doc) -> list[dict]:
-    """`{"text", "start", "end"}` per sentence of a processed doc, whitespace trimmed, offsets into doc.text."""
-    text, out = doc.text, []
-    for sent in doc.sents:
-        start, end = sent.start_char, sent.end_char
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        if any(ch.isalnum() for ch in text[start:end]):
-            out.append({"text": text[start:end], "start": start, "end": end})
+    """`{"text", "start", "end", "header"}` per sentence of a processed doc (see the module docstring).
+
+    The layout blocks are cut where spaCy starts a sentence; pieces without a letter or digit are dropped."""
+    text = doc.text
+    blocks = doc.user_data.get(LAYOUT_KEY)
+    if blocks is None:
+        blocks = layout(text, NEVER_ENDS)
+    cuts = doc.user_data.get(CUTS_KEY)
+    if cuts is None:
+        cuts = [sent.start_char for sent in doc.sents]
+    out = []
+    for block in blocks:
+        lo, hi = bisect.bisect_right(cuts, block.start), bisect.bisect_left(cuts, block.end)
+        edges = [block.start, *cuts[lo:hi], block.end]
+        for start, end in zip(edges, edges[1:]):
+            while start < end and text[start].isspace():
+                start += 1
+            while end > start and text[end - 1].isspace():
+                end -= 1
+            if any(ch.isalnum() for ch in text[start:end]):
+                out.append({"text": clean_text(text[start:end]), "start": start, "end": end, "header": block.header})
     return out
 
 
 def split_report(text: str, splitter) -> list[dict]:
-    """Sentences of one report section: `[{"text", "start", "end"}]` with `text == report[start:end]`."""
+    """Sentences of one report section: `[{"text", "start", "end", "header"}]`, offsets into `text`."""
     return sentence_spans(splitter(text)) if text and text.strip() else []
 
 
