@@ -7,7 +7,8 @@ after `.`, `!`, `?`, and `report_boundaries` corrects it for chest CT reports: a
 period (`ABBREVIATIONS`), decimals (`3.5 cm`, one token already), units followed by a lower-case word
 (`5 mm. in diameter`), no boundary inside parentheses (`(cyst?)`, `(small airway disease? small vessel
 disease?)`) nor before a lower-case word after `?`/`!` or after punctuation that cannot end a sentence
-(`?)`, `?,`, `.;`).
+(`?)`, `?,`, `.;`), and an opening `(` or quotation mark goes with the sentence it opens (`No effusion. (See
+prior.)`), not at the end of the one before.
 
 Each sentence is `{"text", "start", "end", "header"}`:
 - `start`/`end`: character offsets into the ORIGINAL section text (what tokens are mapped by); separators,
