@@ -10,13 +10,17 @@ Read under run_dir; any part may be missing, and what is missing is simply absen
 
 Written under out_dir by `write_report`: results.json, results.md, metrics.json (flat, for `dvc metrics`),
 fraction_curves.csv and loss_curves.csv (for `dvc plots`), figures/fraction_curves.png,
-figures/loss_curves.png and figures/heatmap_<k>.png (stable copies of grounding heat maps for the README).
+figures/loss_curves.png and figures/heatmap_<k>.png (stable copies of grounding heat maps for the README),
+and for Snakemake's HTML report (`snakemake --report`): results.html (the table as a page) and
+benchmarks.html (wall time, memory and CPU of each job that has a Snakemake benchmark file under
+run_dir/benchmarks/<rule>/...).
 
 Column names: "probe <dataset> AUROC|acc <pct>%", "segment <dataset> Dice <pct>%", "zero-shot AUROC",
 "R@1|R@5|R@10|mAP report→volume|volume→report", "grounding hit", "hit ÷ chance", "pointing".
 """
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
@@ -63,6 +67,17 @@ TEXT_COLUMNS = {
 
 DECIMALS = 3
 MISSING, NOT_APPLICABLE = "–", "n/a"
+BENCHMARK_DIR = "benchmarks"      # run_dir/benchmarks/<rule>/<job>.tsv: Snakemake's `benchmark:` files
+# Snakemake benchmark column -> (label, decimals); other columns (extended format) are left out
+BENCHMARK_COLUMNS = {"s": ("wall time (s)", 1), "h:m:s": ("h:m:s", None), "max_rss": ("peak RSS (MiB)", 0),
+                     "max_uss": ("peak USS (MiB)", 0), "cpu_time": ("CPU time (s)", 1),
+                     "mean_load": ("mean CPU load (%)", 0), "io_in": ("read (MiB)", 1),
+                     "io_out": ("written (MiB)", 1)}
+PAGE_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em;color:#111}"
+              "table{border-collapse:collapse;font-size:14px}"
+              "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}"
+              "th:first-child,td:first-child,th.text,td.text{text-align:left}thead th{background:#eee}"
+              "p{max-width:60em}")
 PANEL_SIZE = (4.0, 3.0)           # inches per subplot
 PANEL_COLUMNS = 3
 DPI = 120
@@ -390,6 +405,91 @@ def markdown_report(frame: pd.DataFrame, images: Sequence[tuple[str, str]], titl
     return "\n".join(lines) + "\n"
 
 
+def _html_page(title: str, body: list[str]) -> str:
+    """A self-contained HTML page (inline style, no scripts, no links): Snakemake's report shows it as is."""
+    head = (f'<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{PAGE_STYLE}</style></head>\n<body>\n")
+    return head + (f"<h1>{html.escape(title)}</h1>\n" if title else "") + "\n".join(body) + "\n</body>\n</html>\n"
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1) -> str:
+    """A table of already formatted cells; the first `text_columns` columns are left-aligned."""
+    def cells(tag, values):
+        return "".join(f'<{tag}{" class=text" if i < text_columns else ""}>{html.escape(str(v))}</{tag}>'
+                       for i, v in enumerate(values))
+    lines = ["<table>", f"<thead><tr>{cells('th', header)}</tr></thead>", "<tbody>"]
+    lines += [f"<tr>{cells('td', row)}</tr>" for row in rows]
+    return "\n".join(lines + ["</tbody>", "</table>"])
+
+
+def html_report(frame: pd.DataFrame, title: str = "") -> str:
+    """The results table of `markdown_report` (same cells, legend and chance levels) as an HTML page."""
+    body = []
+    if len(frame.columns):
+        na = frame.attrs.get("not_applicable", {})
+        rows = [[name] + [_cell(row[col], col in na.get(name, ())) for col in frame.columns]
+                for name, row in frame.iterrows()]
+        body += [_html_table(["objective", *frame.columns], rows),
+                 f"<p>{MISSING}: not run; {NOT_APPLICABLE}: not applicable to the objective "
+                 f"(no text side, or no lesion masks).</p>"]
+    else:
+        body.append("<p>No downstream evaluation results found.</p>")
+    chance = frame.attrs.get("chance", {})
+    if chance:
+        levels = ", ".join(f"{col} {value:.{DECIMALS}f}" for col, value in chance.items())
+        body.append(f"<p>Chance levels: {html.escape(levels)}.</p>")
+    return _html_page(title or "Results", body)
+
+
+def read_benchmarks(run_dir) -> pd.DataFrame:
+    """One row per measurement in run_dir/benchmarks/<rule>/<job>.tsv: rule, job (the path below the rule
+    folder, no suffix) and Snakemake's columns (NaN where it wrote "NA" or "-")."""
+    folder = Path(run_dir) / BENCHMARK_DIR
+    frames = []
+    for path in sorted(folder.rglob("*.tsv")) if folder.is_dir() else ():
+        rel = path.relative_to(folder).with_suffix("")
+        try:
+            table = pd.read_csv(path, sep="\t", na_values=["NA", "-"])
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as error:
+            log.warning("%s: not a benchmark table (%s); skipped", path, error)
+            continue
+        table.insert(0, "job", "/".join(rel.parts[1:]) or rel.parts[0])
+        table.insert(0, "rule", rel.parts[0])
+        frames.append(table)
+    columns = ["rule", "job", *BENCHMARK_COLUMNS]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True)
+    return table[[c for c in columns if c in table]]
+
+
+def benchmarks_report(table: pd.DataFrame, title: str = "") -> str:
+    """Per-rule totals, then one row per job: wall time, peak memory, CPU time, I/O."""
+    def fmt(value, decimals):
+        if decimals is None:
+            return MISSING if pd.isna(value) else str(value)
+        number = _number(value)
+        return MISSING if number is None else f"{number:,.{decimals}f}"
+
+    title = title or "Runtime and memory per job"
+    if not len(table):
+        return _html_page(title, [f"<p>No benchmark files found under {BENCHMARK_DIR}/.</p>"])
+    shown = [c for c in BENCHMARK_COLUMNS if c in table]
+    numeric = table.reindex(columns=["s", "max_rss"]).apply(pd.to_numeric, errors="coerce")
+    summary = [[rule, str(len(jobs)), fmt(jobs["s"].sum(min_count=1), 1), fmt(jobs["s"].max(), 1),
+                fmt(jobs["max_rss"].max(), 0)]
+               for rule, jobs in numeric.groupby(table["rule"], sort=True)]
+    rows = [[row["rule"], row["job"], *(fmt(row[c], BENCHMARK_COLUMNS[c][1]) for c in shown)]
+            for _, row in table.sort_values(["rule", "job"], kind="stable").iterrows()]
+    body = ["<h2>Per rule</h2>",
+            _html_table(["rule", "jobs", "total wall time (s)", "longest job (s)", "peak RSS (MiB)"], summary),
+            "<h2>Per job</h2>",
+            _html_table(["rule", "job", *(BENCHMARK_COLUMNS[c][0] for c in shown)], rows, text_columns=2),
+            "<p>Measured by Snakemake's <code>benchmark:</code> directive (psutil, sampled while the job ran; "
+            "RSS: resident memory of the job's processes).</p>"]
+    return _html_page(title, body)
+
+
 def _flat_metrics(frame: pd.DataFrame, collected: dict) -> dict:
     """{objective: {metrics.json key: number}} for `dvc metrics show`: the table's values plus the final
     pre-training losses and throughput ("pretrain/<term>"); missing values are dropped."""
@@ -405,7 +505,8 @@ def _flat_metrics(frame: pd.DataFrame, collected: dict) -> dict:
 
 def write_report(run_dir, out_dir, objectives: Sequence[str] | None = None, n_heatmaps: int = 2,
                  title: str = "") -> dict:
-    """Write results.json/.md, metrics.json, the two CSVs and figures/ under out_dir; return results.json's dict.
+    """Write results.json/.md/.html, metrics.json, the two CSVs, figures/ and benchmarks.html under out_dir;
+    return results.json's dict.
 
     objectives: rows to show, in this order (None: every objective found, ROW_ORDER first).
     Raises FileNotFoundError when none of them has any result file under run_dir.
@@ -430,6 +531,8 @@ def write_report(run_dir, out_dir, objectives: Sequence[str] | None = None, n_he
     images += [(f"Grounding heat map {k}", p) for k, p in enumerate(heatmaps, start=1)]
     images = [(caption, path.relative_to(out_dir).as_posix()) for caption, path in images]
     write_text_atomic(out_dir / "results.md", markdown_report(frame, images, title))
+    write_text_atomic(out_dir / "results.html", html_report(frame, title))
+    write_text_atomic(out_dir / "benchmarks.html", benchmarks_report(read_benchmarks(run_dir)))
     write_json_atomic(out_dir / "metrics.json", _flat_metrics(frame, collected))
     results = json_safe({
         "title": title, "run_dir": str(run_dir), "objectives": names, "columns": list(frame.columns),

@@ -91,9 +91,8 @@ def test_data_half_end_to_end(repo_root, tmp_path, tiny_config_file, tiny_config
     assert "pretrain.lr" in (run / "logs" / "pretrain" / "simcrop.log").read_text()
 
 
-# Rules call the `simcrop` CLI of the environment the user activated (make's venv or environment.yml),
-# so the linter's per-rule conda recommendation is the one lint we do not follow.
-ACCEPTED_LINTS = ("Specify a conda environment or container for each rule.",)
+# Every rule names its software (conda: environment.yml), so no lint is accepted: the report is empty.
+ACCEPTED_LINTS = ()
 
 
 def test_workflow_lints_clean(repo_root, tmp_path, tiny_config_file, run_tool):
@@ -103,6 +102,7 @@ def test_workflow_lints_clean(repo_root, tmp_path, tiny_config_file, run_tool):
     assert "Lints for" not in output or titles, output  # the format we parse is still the format printed
     unexpected = [t for t in titles if t not in ACCEPTED_LINTS]
     assert not unexpected, unexpected
+    assert result.returncode == 0 and "Lints for" not in output, output
 
 
 def test_bad_config_fails_before_any_work(repo_root, tmp_path, run_tool):

@@ -10,6 +10,8 @@ rule synthesize:
         cfg=section_json("synthesize", "data"),
         root=corpus_root,
     threads: CFG.synthesize.workers
+    conda:
+        "../../environment.yml"
     shell:
         "simcrop synthesize --set-json {params.cfg:q} --out {params.root} --quiet > {log} 2>&1"
 
@@ -24,6 +26,8 @@ checkpoint ingest:
         f"{LOGS}/ingest.log",
     params:
         cfg=section_json("data"),
+    conda:
+        "../../environment.yml"
     shell:
         "simcrop ingest --set-json {params.cfg:q} --manifest {output.manifest} --report {output.report}"
         " > {log} 2>&1"
@@ -37,10 +41,14 @@ rule preprocess_shard:
         quarantine=f"{RUN}/preprocessed/shards/{{shard}}.quarantine.csv",
     log:
         f"{LOGS}/preprocess/{{shard}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/preprocess/{{shard}}.tsv"
     params:
         cfg=section_json("preprocess"),
         out_dir=preprocessed_dir,
     threads: 1
+    conda:
+        "../../environment.yml"
     shell:
         "simcrop preprocess --set-json {params.cfg:q} --manifest {input.manifest} --shard {wildcards.shard}"
         " --out-dir {params.out_dir} --quiet > {log} 2>&1"
@@ -52,11 +60,14 @@ rule gather_qc:
     output:
         qc=f"{RUN}/qc.csv",
         quarantine=f"{RUN}/quarantine.csv",
-        summary=f"{RUN}/preprocess_summary.json",
+        summary=report(f"{RUN}/preprocess_summary.json", caption="../report/qc_summary.rst", category="Data",
+                       labels={"result": "preprocessing QC summary"}),
     log:
         f"{LOGS}/gather_qc.log",
     params:
         cfg=section_json("preprocess"),
         out_dir=run_dir_of_qc,
+    conda:
+        "../../environment.yml"
     shell:
         "simcrop gather --set-json {params.cfg:q} --out-dir {params.out_dir} {input} > {log} 2>&1"

@@ -9,6 +9,9 @@ wildcard_constraints:
 
 
 TEXT_COMMANDS = {"zeroshot": "zeroshot", "retrieval": "retrieve", "grounding": "ground"}
+# report/figures/<figure>.png in Snakemake's HTML report: (category, label); other names are grounding heat maps
+REPORT_FIGURES = {"fraction_curves": ("Results", "metric vs. training-data fraction"),
+                  "loss_curves": ("Pre-training", "pre-training loss curves")}
 
 
 rule prepare_downstream:
@@ -22,6 +25,8 @@ rule prepare_downstream:
     params:
         cfg=section_json("data", "preprocess", "downstream"),
         out_dir=downstream_dir,
+    conda:
+        "../../environment.yml"
     shell:
         "simcrop prepare --set-json {params.cfg:q} --dataset {wildcards.ds} --out-dir {params.out_dir} --quiet"
         " > {log} 2>&1"
@@ -35,8 +40,12 @@ rule probe_features:
         f"{RUN}/evaluate/{{objective}}/probe/{{ds}}/features.json",
     log:
         f"{LOGS}/evaluate/{{objective}}/probe/{{ds}}/features.log",
+    benchmark:
+        f"{RUN}/benchmarks/probe/{{objective}}/{{ds}}/features.tsv"
     params:
         cfg=section_json("data", "model", "probe", "experiment", "downstream"),
+    conda:
+        "../../environment.yml"
     shell:
         "simcrop probe --set-json {params.cfg:q} --dataset {wildcards.ds} --objective {wildcards.objective}"
         " --features-only --out {output} --quiet > {log} 2>&1"
@@ -51,9 +60,13 @@ rule probe:
         f"{RUN}/evaluate/{{objective}}/probe/{{ds}}/{{pct}}.json",
     log:
         f"{LOGS}/evaluate/{{objective}}/probe/{{ds}}/{{pct}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/probe/{{objective}}/{{ds}}/{{pct}}.tsv"
     params:
         cfg=section_json("data", "model", "probe", "experiment", "downstream"),
         fraction=fraction_of,
+    conda:
+        "../../environment.yml"
     shell:
         "simcrop probe --set-json {params.cfg:q} --dataset {wildcards.ds} --objective {wildcards.objective}"
         " --fraction {params.fraction} --out {output} --quiet > {log} 2>&1"
@@ -67,9 +80,13 @@ rule segment:
         f"{RUN}/evaluate/{{objective}}/segment/{{ds}}/{{pct}}.json",
     log:
         f"{LOGS}/evaluate/{{objective}}/segment/{{ds}}/{{pct}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/segment/{{objective}}/{{ds}}/{{pct}}.tsv"
     params:
         cfg=section_json("data", "model", "segment", "experiment", "downstream"),
         fraction=fraction_of,
+    conda:
+        "../../environment.yml"
     shell:
         "simcrop segment --set-json {params.cfg:q} --dataset {wildcards.ds} --objective {wildcards.objective}"
         " --fraction {params.fraction} --out {output} --quiet > {log} 2>&1"
@@ -89,6 +106,8 @@ rule evaluate_text:
         cfg=lambda wildcards: section_json("evaluate"),
         command=lambda wildcards: TEXT_COMMANDS[wildcards.text_task],
         checkpoint=lambda wildcards: eval_targets.checkpoint_path(CFG, wildcards.objective),
+    conda:
+        "../../environment.yml"
     shell:
         "simcrop {params.command} --set-json {params.cfg:q} --checkpoint {params.checkpoint} --out {output}"
         " --quiet > {log} 2>&1"
@@ -104,10 +123,21 @@ rule report:
         metrics=f"{RUN}/report/metrics.json",
         fractions=f"{RUN}/report/fraction_curves.csv",
         losses=f"{RUN}/report/loss_curves.csv",
+        html=report(f"{RUN}/report/results.html", caption="../report/results.rst", category="Results",
+                    labels={"result": "results table"}),
+        figures=report(directory(f"{RUN}/report/figures"), patterns=["{figure}.png"],
+                       caption="../report/figures.rst",
+                       category=lambda wildcards: REPORT_FIGURES.get(wildcards.figure, ("Results",))[0],
+                       labels=lambda wildcards: {"result": REPORT_FIGURES.get(
+                           wildcards.figure, (None, wildcards.figure.replace("heatmap_", "grounding heat map ")))[1]}),
+        benchmarks=report(f"{RUN}/report/benchmarks.html", caption="../report/benchmarks.rst",
+                          category="Runtime and memory", labels={"result": "runtime and memory per job"}),
     log:
         f"{LOGS}/report.log",
     params:
         cfg=section_json("experiment", "downstream"),
         out_dir=lambda wildcards, output: os.path.dirname(output.md),
+    conda:
+        "../../environment.yml"
     shell:
         "simcrop report --set-json {params.cfg:q} --out-dir {params.out_dir} > {log} 2>&1"

@@ -17,10 +17,14 @@ rule pretrain:
         metrics=f"{RUN}/pretrain/{{objective}}/metrics.json",
     log:
         f"{LOGS}/pretrain/{{objective}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/pretrain/{{objective}}.tsv"
     params:
         cfg=pretrain_json,
         out_dir=pretrain_dir,
     threads: workflow.cores
+    conda:
+        "../../environment.yml"
     shell:
         # --on-change restart: Snakemake reruns this job when its settings changed; a checkpoint made
         # with the old ones is discarded rather than resumed (an unchanged one is resumed).

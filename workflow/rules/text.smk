@@ -11,6 +11,8 @@ rule sentences:
         f"{LOGS}/sentences.log",
     params:
         cfg=section_json("sentences"),
+    conda:
+        "../../environment.yml"
     shell:
         "simcrop sentences --set-json {params.cfg:q} --manifest {input.manifest} --out {output.sentences}"
         " --quarantine {output.quarantine} > {log} 2>&1"
