@@ -11,15 +11,16 @@ Read under run_dir; any part may be missing, and what is missing is simply absen
 Written under out_dir by `write_report`: results.json, results.md, metrics.json (flat, for `dvc metrics`),
 fraction_curves.csv and loss_curves.csv (for `dvc plots`), figures/fraction_curves.png,
 figures/loss_curves.png and figures/heatmap_<k>.png (stable copies of grounding heat maps for the README),
-and for Snakemake's HTML report (`snakemake --report`): results.html (the table as a page) and
-benchmarks.html (wall time, memory and CPU of each job that has a Snakemake benchmark file under
-run_dir/benchmarks/<rule>/...).
+and for Snakemake's HTML report (`snakemake --report`): results.html (the table as a page), heatmaps.html
+(the heat maps embedded in one page, however many there are) and benchmarks.html (wall time, memory and CPU
+of each job that has a Snakemake benchmark file under run_dir/benchmarks/<rule>/...).
 
 Column names: "probe <dataset> AUROC|acc <pct>%", "segment <dataset> Dice <pct>%", "zero-shot AUROC",
 "R@1|R@5|R@10|mAP report→volume|volume→report", "grounding hit", "hit ÷ chance", "pointing".
 """
 from __future__ import annotations
 
+import base64
 import html
 import json
 import logging
@@ -77,7 +78,7 @@ PAGE_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em;color:#111}"
               "table{border-collapse:collapse;font-size:14px}"
               "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}"
               "th:first-child,td:first-child,th.text,td.text{text-align:left}thead th{background:#eee}"
-              "p{max-width:60em}")
+              "p{max-width:60em}img{max-width:100%}figure{margin:0 0 1.5em}")
 PANEL_SIZE = (4.0, 3.0)           # inches per subplot
 PANEL_COLUMNS = 3
 DPI = 120
@@ -441,6 +442,15 @@ def html_report(frame: pd.DataFrame, title: str = "") -> str:
     return _html_page(title or "Results", body)
 
 
+def heatmaps_report(pngs: Sequence[Path], title: str = "Grounding heat maps") -> str:
+    """The heat map copies embedded (data URIs) in one page: their number varies, a page's name does not."""
+    body = [f'<figure><img alt="grounding heat map {k}" src="data:image/png;base64,'
+            f'{base64.b64encode(Path(png).read_bytes()).decode()}"><figcaption>{k}: {html.escape(Path(png).name)}'
+            f"</figcaption></figure>" for k, png in enumerate(pngs, start=1)]
+    return _html_page(title, body or ["<p>No grounding heat maps: no objective with a text side ran the "
+                                      "grounding task, or it drew none.</p>"])
+
+
 def read_benchmarks(run_dir) -> pd.DataFrame:
     """One row per measurement in run_dir/benchmarks/<rule>/<job>.tsv: rule, job (the path below the rule
     folder, no suffix) and Snakemake's columns (NaN where it wrote "NA" or "-")."""
@@ -505,7 +515,8 @@ def _flat_metrics(frame: pd.DataFrame, collected: dict) -> dict:
 
 def write_report(run_dir, out_dir, objectives: Sequence[str] | None = None, n_heatmaps: int = 2,
                  title: str = "") -> dict:
-    """Write results.json/.md/.html, metrics.json, the two CSVs, figures/ and benchmarks.html under out_dir;
+    """Write results.json/.md/.html, metrics.json, the two CSVs, figures/, heatmaps.html and benchmarks.html
+    under out_dir;
     return results.json's dict.
 
     objectives: rows to show, in this order (None: every objective found, ROW_ORDER first).
@@ -532,6 +543,7 @@ def write_report(run_dir, out_dir, objectives: Sequence[str] | None = None, n_he
     images = [(caption, path.relative_to(out_dir).as_posix()) for caption, path in images]
     write_text_atomic(out_dir / "results.md", markdown_report(frame, images, title))
     write_text_atomic(out_dir / "results.html", html_report(frame, title))
+    write_text_atomic(out_dir / "heatmaps.html", heatmaps_report(heatmaps))
     write_text_atomic(out_dir / "benchmarks.html", benchmarks_report(read_benchmarks(run_dir)))
     write_json_atomic(out_dir / "metrics.json", _flat_metrics(frame, collected))
     results = json_safe({

@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from simcrop.evaluate.report import benchmarks_report, html_report, read_benchmarks, results_table
+from simcrop.evaluate.report import (benchmarks_report, heatmaps_report, html_report, read_benchmarks,
+                                     results_table)
 
 pytestmark = pytest.mark.slow
 
@@ -184,6 +185,12 @@ def test_results_and_benchmark_pages(tmp_path):
     assert re.search(r"probe\s+simcrop/main/100\s+2\.0\s+0:00:02\s+–", text), text
     assert "No benchmark files" in benchmarks_report(read_benchmarks(tmp_path / "none"))
 
+    png = tmp_path / "heatmap_1.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    page = heatmaps_report([png])
+    assert f'src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}"' in page
+    assert "No grounding heat maps" in heatmaps_report([])
+
 
 # ---------------------------------------------------------------- the whole report
 
@@ -220,7 +227,7 @@ def test_snakemake_report_shows_results_figures_and_benchmarks(repo_root, tmp_pa
     assert {"Workflow", "Statistics", *CATEGORIES} <= set(seen["menu"]), seen["menu"]
     results = {category: {r["label"]: r for r in found} for category, found in seen["categories"].items()}
     assert set(results["Results"]) == {"results table", "metric vs. training-data fraction",
-                                       "grounding heat map 1"}, results["Results"].keys()
+                                       "grounding heat maps"}, results["Results"].keys()
     assert set(results["Pre-training"]) == {"pre-training loss curves"}
     assert set(results["Data"]) == {"montage of cases", "preprocessing QC summary"}
     assert set(results["Runtime and memory"]) == {"runtime and memory per job"}
@@ -239,7 +246,6 @@ def test_snakemake_report_shows_results_figures_and_benchmarks(repo_root, tmp_pa
 
     # The figures: decoded by the browser, the same bytes as the files.
     figures = {"metric vs. training-data fraction": run / "report" / "figures" / "fraction_curves.png",
-               "grounding heat map 1": run / "report" / "figures" / "heatmap_1.png",
                "pre-training loss curves": run / "report" / "figures" / "loss_curves.png",
                "montage of cases": run / "figures" / "montage.png"}
     for label, path in figures.items():
@@ -248,6 +254,10 @@ def test_snakemake_report_shows_results_figures_and_benchmarks(repo_root, tmp_pa
         assert img["src"].startswith("data:image/png") and img["width"] > 100 and img["height"] > 100, label
         assert data_uri_bytes(img["src"]) == path.read_bytes(), label
     assert "line per pre-training objective" in results["Results"]["metric vs. training-data fraction"]["caption"]
+    heatmaps = data_uri_bytes(results["Results"]["grounding heat maps"]["iframe"]).decode()
+    embedded = [base64.b64decode(src) for src in re.findall(r'<img[^>]* src="data:image/png;base64,([^"]+)"', heatmaps)]
+    assert embedded == [p.read_bytes() for p in sorted((run / "report" / "figures").glob("heatmap_*.png"))]
+    assert embedded, "the tiny run draws at least one grounding heat map"
 
     # The QC summary: a download, with its numbers in the description.
     qc = results["Data"]["preprocessing QC summary"]
