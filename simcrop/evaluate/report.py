@@ -77,6 +77,7 @@ BENCHMARK_COLUMNS = {"s": ("wall time (s)", 1), "h:m:s": ("h:m:s", None), "max_r
 PAGE_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em;color:#111}"
               "table{border-collapse:collapse;font-size:14px}"
               "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}"
+              "th{white-space:normal;vertical-align:bottom;min-width:4.5em}"
               "th:first-child,td:first-child,th.text,td.text{text-align:left}thead th{background:#eee}"
               "p{max-width:60em}img{max-width:100%}figure{margin:0 0 1.5em}")
 PANEL_SIZE = (4.0, 3.0)           # inches per subplot

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 CATEGORIES = ("Data", "Pre-training", "Results", "Runtime and memory")
-WINDOW = "1400,860"
+WINDOW = "1500,600"
 SCREENSHOT_LIMIT = 400_000        # bytes: docs/snakemake_report.png stays small
 
 # Clicks through the app the way a reader would and leaves what each view showed in <pre id="walkthrough">.
