@@ -517,8 +517,7 @@ def _flat_metrics(frame: pd.DataFrame, collected: dict) -> dict:
 def write_report(run_dir, out_dir, objectives: Sequence[str] | None = None, n_heatmaps: int = 2,
                  title: str = "") -> dict:
     """Write results.json/.md/.html, metrics.json, the two CSVs, figures/, heatmaps.html and benchmarks.html
-    under out_dir;
-    return results.json's dict.
+    under out_dir; return results.json's dict.
 
     objectives: rows to show, in this order (None: every objective found, ROW_ORDER first).
     Raises FileNotFoundError when none of them has any result file under run_dir.
