@@ -102,7 +102,10 @@ def evaluation_targets():
 
 
 def report_targets():
-    return [f"{RUN}/report/results.md", f"{RUN}/report/metrics.json"]
+    """The results table and metrics, and the pages `snakemake --report` embeds (asked for by name, so a
+    run made before they existed gets them too)."""
+    return [f"{RUN}/report/{name}" for name in ("results.md", "metrics.json", "results.html", "heatmaps.html",
+                                                "benchmarks.html")]
 
 
 def eval_data(wildcards):
