@@ -10,6 +10,13 @@ like the image) and T its top-K patches in its own volume (`topk_similarity`, mo
 
 Means over sentences, and the ratio of each mean to its chance mean, go to the metrics file; heat maps
 of a few sentences go beside it. Real data (no lesion masks) gets the figures and no scores.
+
+Controls on the same sentences and K (`simcrop.evaluate.controls`): `location_prior` (the top-K patches of
+the region the sentence's words name, from the anatomy map alone) and `content_shuffled` (the model's top-K
+over the features of another patient's volume: positions kept, contents swapped). Every number carries a
+95 % patient-level bootstrap interval (`intervals`, `simcrop.evaluate.bootstrap`), `differences` holds the
+paired model − prior and model − shuffled, and `per_sentence` the per-sentence scores (patient id, chance,
+hit and pointing of each method) for bootstraps across objectives.
 """
 from __future__ import annotations
 
@@ -18,12 +25,16 @@ from pathlib import Path
 from typing import Sequence
 
 import nibabel as nib
+import numpy as np
 import torch
 
 from simcrop_kernels import topk_similarity
+from simcrop.data.manifest import read_manifest
+from simcrop.evaluate.bootstrap import LEVEL, N_BOOT, ClusterBootstrap
 from simcrop.evaluate.cases import add_features, lesion_mask_path, load_context, report_items
 from simcrop.evaluate.embed import (NotApplicableError, encode_reports, encode_sentences, encode_volumes, load_crop,
                                     load_mask_crop)
+from simcrop.evaluate.controls import content_shuffled_topk, donor_volumes, location_prior
 from simcrop.evaluate.heatmap import heatmap_figure
 from simcrop.evaluate.metrics import json_safe
 from simcrop.io import write_json_atomic
@@ -66,6 +77,103 @@ def summarize(per: dict[str, torch.Tensor]) -> dict:
             "pointing_game": pointing, "pointing_chance": chance,
             "pointing_ratio_to_chance": pointing / chance if n else float("nan"),
             "lesion_patches_mean": mean("lesion_patches")}
+
+
+CONTROLS = ("location_prior", "content_shuffled")
+INTERVAL_KEYS = ("hit_fraction", "hit_fraction_chance", "hit_fraction_oracle", "hit_ratio_to_chance",
+                 "pointing_game", "pointing_chance", "pointing_ratio_to_chance")
+DIFFERENCE_KEYS = ("hit_fraction", "pointing_game", "hit_ratio_to_chance")
+
+
+def _method_intervals(boot: ClusterBootstrap, hit, pointing, chance, oracle=None) -> dict:
+    out = {"hit_fraction": boot.mean(hit), "hit_fraction_chance": boot.mean(chance),
+           "hit_ratio_to_chance": boot.ratio(hit, chance), "pointing_game": boot.mean(pointing),
+           "pointing_chance": boot.mean(chance), "pointing_ratio_to_chance": boot.ratio(pointing, chance)}
+    if oracle is not None:
+        out["hit_fraction_oracle"] = boot.mean(oracle)
+    return out
+
+
+def bootstrap_grounding(per: dict, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> dict:
+    """Patient-level bootstrap of a grounding `per_sentence` record (as evaluate_grounding writes it):
+    {"intervals": model key → {value, lo, hi}, "<control>": {key → interval} (None when the control is
+    missing), "differences": {"model_minus_<control>": {key → paired interval}}, "bootstrap": settings}."""
+    boot = ClusterBootstrap(per["patient_id"], n_boot, seed, level)
+    chance = np.asarray(per["chance"], dtype=np.float64)
+    model = {key: np.asarray(v, dtype=np.float64) for key, v in per["model"].items()}
+    out = {"intervals": _method_intervals(boot, model["hit"], model["pointing"], chance, per.get("oracle")),
+           "differences": {}}
+    for name in CONTROLS:
+        control = per.get(name)
+        if control is None:
+            out[name] = None
+            continue
+        ctl = {key: np.asarray(v, dtype=np.float64) for key, v in control.items()}
+        out[name] = _method_intervals(boot, ctl["hit"], ctl["pointing"], chance)
+        out["differences"][f"model_minus_{name}"] = {
+            "hit_fraction": boot.diff(model["hit"], ctl["hit"]),
+            "pointing_game": boot.diff(model["pointing"], ctl["pointing"]),
+            "hit_ratio_to_chance": boot.ratio_diff(model["hit"], ctl["hit"], chance)}
+    out["bootstrap"] = {"unit": "patient", "n_boot": boot.n_boot, "level": boot.level, "seed": seed,
+                        "n_patients": boot.n_groups, "n_sentences": boot.n_items, "method": "percentile"}
+    return out
+
+
+def _control_summary(per: dict[str, torch.Tensor]) -> dict:
+    summary = summarize(per)
+    return {key: summary[key] for key in ("hit_fraction", "hit_ratio_to_chance", "pointing_game",
+                                          "pointing_ratio_to_chance")}
+
+
+def organ_map_path(run_dir, volume_id: str) -> Path:
+    """The anatomy label map beside the lesion mask (synthetic corpus; simcrop.evaluate.controls)."""
+    return Path(run_dir) / "preprocessed" / "masks" / f"{volume_id}.organ.nii.gz"
+
+
+def _patient_ids(run_dir, items: list[dict]) -> dict[str, str]:
+    """volume_id → patient_id from the manifest (scan_id where the manifest has none)."""
+    try:
+        manifest = read_manifest(Path(run_dir) / "manifest.csv")
+        known = dict(zip(manifest["volume_id"].astype(str), manifest["patient_id"].astype(str)))
+    except Exception as err:                                  # noqa: BLE001 - a missing column is not fatal
+        log.warning("no patient ids in the manifest (%s): bootstrapping over scans", err)
+        known = {}
+    return {it["volume_id"]: known.get(it["volume_id"]) or it["scan_id"] for it in items}
+
+
+def _controls(ctx, run_dir, enc, rows, lesion, s_idx, s2v, device, seed, patient_ids) -> tuple[dict, dict, dict]:
+    """Scores of the location prior and the content-shuffled model on the grounding sentences:
+    ({control: per-sentence scores or None}, {control: summary}, {control: info})."""
+    encoder, n = ctx.model.encoder, ctx.patches.shape[1]
+    organ_maps, maps = {}, []
+    for row in rows:
+        r = row["volume"]
+        if r not in organ_maps:
+            item = ctx.items[r]
+            path = organ_map_path(run_dir, item["volume_id"])
+            organ_maps[r] = (load_mask_crop(path, encoder.img_size, nib.load(item["path"]).shape).numpy()
+                             if path.exists() else None)
+        maps.append(organ_maps[r])
+    prior = location_prior([row["text"] for row in rows], maps, encoder.patch_size, n, ctx.k, seed=seed)
+    per = {"location_prior": grounding_scores(prior.indices, lesion)}
+    info = {"location_prior": {"fallbacks": prior.fallbacks, "seed": seed,
+                               "anatomy_maps": sum(m is not None for m in organ_maps.values()),
+                               "organs": {o: sum(1 for loc in prior.locations if (loc.organ or "none") == o)
+                                          for o in sorted({loc.organ or "none" for loc in prior.locations})}}}
+    patients = [patient_ids[it["volume_id"]] for it in ctx.items]
+    try:
+        donors = donor_volumes(patients, seed=seed)
+    except ValueError as err:
+        per["content_shuffled"] = None
+        info["content_shuffled"] = {"applicable": False, "reason": str(err)}
+    else:
+        shuffled = content_shuffled_topk(enc["features"][s_idx], ctx.patches, ctx.k, s2v, donors, device)
+        per["content_shuffled"] = grounding_scores(shuffled, lesion)
+        info["content_shuffled"] = {"applicable": True, "seed": seed,
+                                    "donor": {ctx.items[v]["volume_id"]: ctx.items[int(d)]["volume_id"]
+                                              for v, d in enumerate(donors)}}
+    summary = {name: (_control_summary(p) if p is not None else None) for name, p in per.items()}
+    return per, summary, info
 
 
 def _grounding_sentences(ctx, run_dir, enc: dict) -> tuple[list[dict], torch.Tensor, dict]:
@@ -129,12 +237,15 @@ def heatmap_for_text(model, volume_path, text: str, out_png, mask_path=None, les
 def evaluate_grounding(cfg, checkpoint, run_dir, out_json, *, split: str = "test", topk: int | None = None,
                        n_figures: int = 4, figures_dir=None, text_max_tokens: int | None = None,
                        batch_size: int = 2, cache_dir=None, device: str = "cpu", progress: bool = True,
-                       text_encoder=None) -> dict:
+                       text_encoder=None, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """Hit fraction and pointing game of lesion sentences vs chance over `split`; writes `out_json` and
     up to `n_figures` heat maps (one per scan) to figures_dir (default: `<out_json stem>_figures/`).
 
     text_max_tokens: report tokens read (default: the checkpoint's, as in training); lesion sentences cut
     off by it are counted in `skipped_sentences.truncated`.
+
+    n_boot, seed: patient-level bootstrap resamples and the seed of the bootstrap, the location prior's
+    tie-breaking and the content shuffle.
 
     Raises NotApplicableError for models without patch features (MAE, CLIP baseline).
     """
@@ -160,12 +271,30 @@ def evaluate_grounding(cfg, checkpoint, run_dir, out_json, *, split: str = "test
         kept = {it["volume_id"] for it in named}
         skipped["no_mask_file"] += sum(1 for it in items if it["volume_id"] not in kept
                                        for rec in it["sentences"] if rec.get("lesion_ids"))
+    patient_ids = _patient_ids(run_dir, ctx.items)
+    extra = {}
     if rows:
         s_idx = torch.tensor([row["sentence"] for row in rows])
         s2v = torch.tensor([row["volume"] for row in rows])
         res = topk_similarity(enc["features"][s_idx].to(device), ctx.patches.to(device), ctx.k, mode="own",
                               sentence_to_volume=s2v.to(device), return_pooled=False)
-        summary = summarize(grounding_scores(res.indices.cpu(), lesion))
+        model_per = grounding_scores(res.indices.cpu(), lesion)
+        summary = summarize(model_per)
+        control_per, control_summary, control_info = _controls(ctx, run_dir, enc, rows, lesion, s_idx, s2v,
+                                                               device, seed, patient_ids)
+        per_sentence = {
+            "patient_id": [patient_ids[ctx.items[row["volume"]]["volume_id"]] for row in rows],
+            "volume_id": [ctx.items[row["volume"]]["volume_id"] for row in rows],
+            "chance": model_per["chance"].tolist(), "oracle": model_per["oracle"].tolist(),
+            "model": {"hit": model_per["hit"].tolist(), "pointing": model_per["pointing"].tolist()},
+            **{name: (None if p is None else {"hit": p["hit"].tolist(), "pointing": p["pointing"].tolist()})
+               for name, p in control_per.items()}}
+        boot = bootstrap_grounding(per_sentence, n_boot, seed)
+        for name in CONTROLS:
+            scores = {} if control_summary[name] is None else {**control_summary[name], "intervals": boot[name]}
+            extra[name] = {**scores, **control_info[name]}
+        extra.update(intervals=boot["intervals"], differences=boot["differences"], bootstrap=boot["bootstrap"],
+                     per_sentence=per_sentence)
     else:
         summary = summarize({key: torch.zeros(0) for key in ("hit", "pointing", "chance", "oracle",
                                                              "lesion_patches")})
@@ -173,13 +302,17 @@ def evaluate_grounding(cfg, checkpoint, run_dir, out_json, *, split: str = "test
     figures_dir = Path(figures_dir) if figures_dir else out_json.with_name(out_json.stem + "_figures")
     figures = _figures(ctx, run_dir, enc, rows, n_figures, figures_dir)
     metrics = {"task": "grounding", "applicable": not real, "split": split, **ctx.info, **summary,
-               "skipped_sentences": skipped, "figures": [str(p) for p in figures]}
+               "skipped_sentences": skipped, "figures": [str(p) for p in figures], **extra}
     if real:
         metrics["reason"] = "no Findings sentence names a lesion with a mask (real data): heat maps only"
     write_json_atomic(Path(out_json), json_safe(metrics))
     log.info("grounding %s: %d sentences, hit fraction %.3f (chance %.3f), pointing %.3f (chance %.3f)", split,
              summary["n_sentences"], summary["hit_fraction"], summary["hit_fraction_chance"],
              summary["pointing_game"], summary["pointing_chance"])
+    if extra:
+        prior, shuffled = extra["location_prior"], extra["content_shuffled"]
+        log.info("controls: location prior hit %.3f, pointing %.3f; content-shuffled hit %s", prior["hit_fraction"],
+                 prior["pointing_game"], f"{shuffled['hit_fraction']:.3f}" if "hit_fraction" in shuffled else "n/a")
     return metrics
 
 

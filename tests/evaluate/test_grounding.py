@@ -101,6 +101,8 @@ def test_evaluate_grounding_on_a_tiny_run(checkpoints, tiny_run, tmp_path, text_
     assert saved["lesion_patches_mean"] == 12 and saved["hit_fraction_chance"] == pytest.approx(12 / 64)
     assert saved["hit_fraction_oracle"] == 1.0 and 0.0 <= saved["hit_fraction"] <= 1.0
     assert len(saved["figures"]) == 2 and all(imread(p).ndim == 3 for p in saved["figures"])   # one per scan
+    # no anatomy maps in this run: the location prior falls back to random patches, and says so
+    assert saved["location_prior"]["fallbacks"] == {"region": 0, "no_location_word": 0, "random": 3}
     with pytest.raises(NotApplicableError, match="patch features"):
         evaluate_grounding(None, checkpoints["clip"], tiny_run, out, progress=False, text_encoder=text_encoder)
 
@@ -115,3 +117,54 @@ def test_real_data_gets_heat_maps_and_no_scores(checkpoints, tmp_path, text_enco
     png = heatmap_for_text(model, run / "preprocessed" / "volumes" / "t2_a_1.nii.gz", "The heart is enlarged.",
                            tmp_path / "any.png")
     assert imread(png).ndim == 3
+
+
+def _with_anatomy_maps(run):
+    """Organ maps beside the lesion masks: right lung x 2-17, left lung x 18-33 (RAS labels 1 and 2)."""
+    import nibabel as nib
+    from simcrop.evaluate.controls import ORGAN_LABELS
+    for vol in (run / "preprocessed" / "volumes").glob("*.nii.gz"):
+        img = nib.load(vol)
+        organs = np.zeros(img.shape, np.uint8)
+        organs[2:18, 4:32, 1:17] = ORGAN_LABELS["right_lung"]
+        organs[18:34, 4:32, 1:17] = ORGAN_LABELS["left_lung"]
+        nib.save(nib.Nifti1Image(organs, img.affine), run / "preprocessed" / "masks" / vol.name.replace(
+            ".nii.gz", ".organ.nii.gz"))
+    return run
+
+
+def test_grounding_json_carries_controls_and_intervals(checkpoints, tmp_path, text_encoder, tiny_run_factory):
+    from simcrop.evaluate.grounding import INTERVAL_KEYS, bootstrap_grounding
+    run = _with_anatomy_maps(tiny_run_factory(tmp_path / "anatomy"))
+    out = tmp_path / "grounding.json"
+    evaluate_grounding(None, checkpoints["simcrop"], run, out, n_figures=0, cache_dir=False, progress=False,
+                       text_encoder=text_encoder, n_boot=200)
+    saved = json.loads(out.read_text())
+    per = saved["per_sentence"]
+    assert per["patient_id"] == ["t0", "t0", "t1"] and per["volume_id"] == ["t0_a_1", "t0_a_2", "t1_a_1"]
+    assert np.mean(per["model"]["hit"]) == pytest.approx(saved["hit_fraction"])
+    assert np.mean(per["chance"]) == pytest.approx(saved["hit_fraction_chance"])
+    for name in ("location_prior", "content_shuffled"):
+        control = saved[name]
+        assert control["hit_fraction"] == pytest.approx(np.mean(per[name]["hit"]))
+        assert control["pointing_game"] == pytest.approx(np.mean(per[name]["pointing"]))
+        assert control["hit_ratio_to_chance"] == pytest.approx(control["hit_fraction"] / saved["hit_fraction_chance"])
+        for key, ci in control["intervals"].items():
+            assert ci["lo"] <= ci["value"] <= ci["hi"], (name, key)
+    # the prior: right upper lobe (t0) and left lower lobe (t1) read off the anatomy maps, all inside the lungs
+    assert saved["location_prior"]["fallbacks"] == {"region": 3, "no_location_word": 0, "random": 0}
+    assert saved["location_prior"]["anatomy_maps"] == 3
+    # content shuffled between the two patients: t0's volumes take t1's features and back
+    donor = saved["content_shuffled"]["donor"]
+    assert donor["t1_a_1"] in ("t0_a_1", "t0_a_2") and donor["t0_a_1"] == donor["t0_a_2"] == "t1_a_1"
+    assert set(saved["intervals"]) == set(INTERVAL_KEYS)
+    for key in INTERVAL_KEYS:
+        ci = saved["intervals"][key]
+        assert ci["value"] == pytest.approx(saved[key]) and ci["lo"] <= ci["value"] <= ci["hi"]
+    assert saved["bootstrap"]["n_patients"] == 2 and saved["bootstrap"]["n_boot"] == 200
+    diff = saved["differences"]["model_minus_location_prior"]["hit_fraction"]
+    assert diff["value"] == pytest.approx(saved["hit_fraction"] - saved["location_prior"]["hit_fraction"])
+    assert set(saved["differences"]) == {"model_minus_location_prior", "model_minus_content_shuffled"}
+    # the report can redo the bootstrap from the per-sentence record alone
+    again = bootstrap_grounding(per, n_boot=200, seed=0)
+    assert again["intervals"]["hit_fraction"] == pytest.approx(saved["intervals"]["hit_fraction"])
