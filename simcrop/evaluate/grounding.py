@@ -156,10 +156,13 @@ def _controls(ctx, run_dir, enc, rows, lesion, s_idx, s2v, device, seed, patient
         maps.append(organ_maps[r])
     prior = location_prior([row["text"] for row in rows], maps, encoder.patch_size, n, ctx.k, seed=seed)
     per = {"location_prior": grounding_scores(prior.indices, lesion)}
+    organs = np.array([loc.organ or "none" for loc in prior.locations])
+    hit = per["location_prior"]["hit"].numpy()
     info = {"location_prior": {"fallbacks": prior.fallbacks, "seed": seed,
                                "anatomy_maps": sum(m is not None for m in organ_maps.values()),
-                               "organs": {o: sum(1 for loc in prior.locations if (loc.organ or "none") == o)
-                                          for o in sorted({loc.organ or "none" for loc in prior.locations})}}}
+                               "by_organ": {o: {"n_sentences": int((organs == o).sum()),
+                                                "hit_fraction": float(hit[organs == o].mean())}
+                                            for o in sorted(set(organs.tolist()))}}}
     patients = [patient_ids[it["volume_id"]] for it in ctx.items]
     try:
         donors = donor_volumes(patients, seed=seed)

@@ -17,6 +17,14 @@ of each job that has a Snakemake benchmark file under run_dir/benchmarks/<rule>/
 
 Column names: "probe <dataset> AUROC|acc <pct>%", "segment <dataset> Dice <pct>%", "zero-shot AUROC",
 "R@1|R@5|R@10|mAP report→volume|volume→report", "grounding hit", "hit ÷ chance", "pointing".
+
+Grounding cells read `value [lo, hi]` where grounding.json carries a 95 % patient-level bootstrap interval.
+Its controls get rows of their own under the objectives, with grounding cells only: "location prior" (the
+sentence's location words on the anatomy maps, no image; from HEATMAP_OBJECTIVE's file, else the first)
+and "<objective> content-shuffled" (that model on another patient's patch features, positions kept). A
+"Differences" block under the table gives paired differences with intervals: each patch-feature objective
+minus the location prior and minus its content-shuffled control, the main objective minus the other
+objectives scored on the same sentences, and SimCroP − MAE where per-patient data exist (or says why not).
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from simcrop.evaluate.bootstrap import format_interval
 from simcrop.evaluate.metrics import json_safe
 from simcrop.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 
@@ -68,6 +77,10 @@ TEXT_COLUMNS = {
 
 DECIMALS = 3
 MISSING, NOT_APPLICABLE = "–", "n/a"
+# grounding.json control -> row label ("{objective}" filled for per-model controls)
+GROUNDING_CONTROLS = {"location_prior": "location prior", "content_shuffled": "{objective} content-shuffled"}
+GROUNDING_DIFFERENCE_COLUMNS = {"hit_fraction": "grounding hit", "pointing_game": "pointing",
+                                "hit_ratio_to_chance": "hit ÷ chance"}
 BENCHMARK_DIR = "benchmarks"      # run_dir/benchmarks/<rule>/<job>.tsv: Snakemake's `benchmark:` files
 # Snakemake benchmark column -> (label, decimals); other columns (extended format) are left out
 BENCHMARK_COLUMNS = {"s": ("wall time (s)", 1), "h:m:s": ("h:m:s", None), "max_rss": ("peak RSS (MiB)", 0),
@@ -223,8 +236,43 @@ def _text_cells(parts: dict) -> list[dict]:
             cells.append({"column": label, "key": key, "applicable": applicable,
                           "value": _lookup(metrics, path) if applicable else None,
                           "chance": _lookup(metrics, chance_path) if applicable else None,
+                          "interval": _interval(metrics.get("intervals"), path) if applicable else None,
                           "order": (rank, 0, "", "", float(i))})
     return cells
+
+
+def _interval(intervals, path) -> dict | None:
+    """{"value", "lo", "hi"} of the metric at `path` in a file's "intervals" (None when absent)."""
+    found = intervals.get(path[-1]) if isinstance(intervals, dict) and path else None
+    if not isinstance(found, dict) or _number(found.get("value")) is None:
+        return None
+    return {k: _number(found.get(k)) for k in ("value", "lo", "hi")}
+
+
+def _grounding_main(found: dict, names: Sequence[str]) -> str | None:
+    """The objective whose grounding file supplies the shared controls: HEATMAP_OBJECTIVE first."""
+    with_controls = [n for n in names if isinstance(found.get(n, {}).get("grounding", {}).get("location_prior"), dict)
+                     and _number(found[n]["grounding"]["location_prior"].get("hit_fraction")) is not None]
+    return HEATMAP_OBJECTIVE if HEATMAP_OBJECTIVE in with_controls else (with_controls[0] if with_controls else None)
+
+
+def _control_cells(found: dict, names: Sequence[str]) -> list[tuple[str, dict, list[dict]]]:
+    """(row label, {"control", "objective"}, grounding cells) of the controls in the grounding files."""
+    rows = []
+    main = _grounding_main(found, names)
+    for name in names:
+        metrics = found.get(name, {}).get("grounding", {})
+        for control, label in GROUNDING_CONTROLS.items():
+            data = metrics.get(control)
+            if control == "location_prior" and name != main:
+                continue                                 # the same words and maps: shown once
+            if not isinstance(data, dict) or _number(data.get("hit_fraction")) is None:
+                continue
+            cells = [{"column": col, "key": key, "applicable": True, "value": _lookup(data, path),
+                      "chance": None, "interval": _interval(data.get("intervals"), path)}
+                     for path, col, key, _ in TEXT_COLUMNS["grounding"]]
+            rows.append((label.format(objective=name), {"control": control, "objective": name}, cells))
+    return rows
 
 
 def results_table(collected: dict, objectives: Sequence[str] | None = None) -> pd.DataFrame:
@@ -239,9 +287,13 @@ def results_table(collected: dict, objectives: Sequence[str] | None = None) -> p
     cells = [{**c, "objective": name} for name in names
              for c in _fraction_cells(found.get(name, {})) + _text_cells(found.get(name, {}))]
     columns = list(dict.fromkeys(c["column"] for c in sorted(cells, key=lambda c: c["order"])))
-    frame = pd.DataFrame(math.nan, index=pd.Index(names, name="objective"), columns=columns, dtype=float)
+    controls = {label: info for label, info, _ in _control_cells(found, names)}
+    cells += [{**c, "objective": label} for label, _, row in _control_cells(found, names) for c in row]
+    frame = pd.DataFrame(math.nan, index=pd.Index(names + list(controls), name="objective"), columns=columns,
+                         dtype=float)
     not_applicable: dict[str, list[str]] = {}
     chance: dict[str, float] = {}
+    intervals: dict[str, dict[str, dict]] = {}
     for c in cells:
         if c["value"] is not None:
             frame.loc[c["objective"], c["column"]] = c["value"]
@@ -249,9 +301,65 @@ def results_table(collected: dict, objectives: Sequence[str] | None = None) -> p
             not_applicable.setdefault(c["objective"], []).append(c["column"])
         if c["chance"] is not None:
             chance.setdefault(c["column"], c["chance"])
+        if c.get("interval") is not None:
+            intervals.setdefault(c["objective"], {})[c["column"]] = c["interval"]
     frame.attrs.update(keys={c["column"]: c["key"] for c in cells}, not_applicable=not_applicable,
-                       chance={col: chance[col] for col in columns if col in chance})
+                       chance={col: chance[col] for col in columns if col in chance}, intervals=intervals,
+                       controls=controls)
     return frame
+
+
+def _per_sentence_match(a: dict, b: dict) -> bool:
+    return all(isinstance(x, dict) for x in (a, b)) and a.get("volume_id") == b.get("volume_id") and \
+        a.get("patient_id") == b.get("patient_id") and bool(a.get("volume_id"))
+
+
+def differences(collected: dict, names: Sequence[str]) -> tuple[list[dict], list[str]]:
+    """Paired differences with 95 % patient-level bootstrap intervals, and notes on what has none.
+
+    Rows {"a", "b", "column", "value", "lo", "hi"}: each objective minus its grounding controls (from its
+    grounding.json "differences"), the main grounding objective minus every other objective whose grounding
+    was scored on the same sentences (bootstrapped here from the "per_sentence" records), and notes for
+    SimCroP − MAE where no per-patient data exist.
+    """
+    from simcrop.evaluate.grounding import bootstrap_grounding
+
+    found = collected["objectives"]
+    rows, notes = [], []
+    for name in names:
+        metrics = found.get(name, {}).get("grounding", {})
+        for control, label in GROUNDING_CONTROLS.items():
+            diff = (metrics.get("differences") or {}).get(f"model_minus_{control}")
+            for key, column in GROUNDING_DIFFERENCE_COLUMNS.items():
+                ci = _interval(diff, (key,)) if isinstance(diff, dict) else None
+                if ci is not None:
+                    rows.append({"a": name, "b": label.format(objective=name).replace(f"{name} ", ""),
+                                 "column": column, **ci})
+    main = _grounding_main(found, names)
+    per_main = found.get(main, {}).get("grounding", {}).get("per_sentence") if main else None
+    for name in names:
+        per = found.get(name, {}).get("grounding", {}).get("per_sentence")
+        if name == main or not _per_sentence_match(per_main, per):
+            continue
+        joint = {**per_main, "model": per_main["model"], "location_prior": per["model"], "content_shuffled": None}
+        boot = bootstrap_grounding(joint)["differences"]["model_minus_location_prior"]
+        rows += [{"a": main, "b": name, "column": column, **_interval(boot, (key,))}
+                 for key, column in GROUNDING_DIFFERENCE_COLUMNS.items() if _interval(boot, (key,))]
+    simcrop = "simcrop" if "simcrop" in names else None
+    if simcrop and "mae" in names:
+        if not any(r["a"] == simcrop and r["b"] == "mae" for r in rows):
+            notes.append("simcrop − mae, grounding: no interval — MAE has no text side, so no grounding scores.")
+        probes = [(dataset, pct) for dataset, entries in found.get("mae", {}).get("probe", {}).items()
+                  for pct in entries if pct in found.get(simcrop, {}).get("probe", {}).get(dataset, {})]
+        with_volumes = [(d, p) for d, p in probes
+                        if all("per_volume" in (found[o]["probe"][d][p].get("test") or {}) for o in (simcrop, "mae"))]
+        if probes and not with_volumes:
+            notes.append("simcrop − mae, probe: no interval — the probe JSONs hold no per-volume test scores "
+                         "to resample by patient (only the test summary).")
+        elif with_volumes:
+            notes.append("simcrop − mae, probe: per-volume test scores found but not bootstrapped by this "
+                         "report yet.")
+    return rows, notes
 
 
 def fraction_curves(collected: dict, objectives: Sequence[str]) -> pd.DataFrame:
@@ -378,30 +486,65 @@ def copy_heatmaps(collected: dict, objectives: Sequence[str], fig_dir: Path, n: 
 
 # ---------------------------------------------------------------- writing
 
-def _cell(value: float, not_applicable: bool) -> str:
+def _cell(value: float, not_applicable: bool, interval: dict | None = None, control: bool = False) -> str:
     if not_applicable:
         return NOT_APPLICABLE
-    return MISSING if math.isnan(value) else f"{value:.{DECIMALS}f}"
+    if math.isnan(value):
+        return "" if control else MISSING
+    if interval is not None and _number(interval.get("value")) is not None:
+        return format_interval({**interval, "value": value}, DECIMALS)
+    return f"{value:.{DECIMALS}f}"
+
+
+def _row_cells(frame: pd.DataFrame, name: str, row) -> list[str]:
+    na = frame.attrs.get("not_applicable", {}).get(name, ())
+    ci = frame.attrs.get("intervals", {}).get(name, {})
+    control = name in frame.attrs.get("controls", {})
+    return [_cell(row[col], col in na, ci.get(col), control) for col in frame.columns]
+
+
+def _legend(frame: pd.DataFrame) -> str:
+    text = f"{MISSING}: not run; {NOT_APPLICABLE}: not applicable to the objective (no text side, or no lesion masks)."
+    if frame.attrs.get("intervals"):
+        text += " [lo, hi]: 95 % bootstrap interval over test patients."
+    if frame.attrs.get("controls"):
+        text += (" Controls (grounding only, same test sentences and K): location prior = the top-K patches of the"
+                 " region the sentence's words name (side, lobe, organ) on the anatomy maps, no image content;"
+                 " content-shuffled = the model on another patient's patch features, positions kept."
+                 " Grounding counts as image-based only where it beats the location prior.")
+    return text
+
+
+def _difference_lines(frame: pd.DataFrame) -> list[str]:
+    rows, notes = frame.attrs.get("differences", []), frame.attrs.get("difference_notes", [])
+    if not rows and not notes:
+        return []
+    pairs: dict[tuple, list[str]] = {}
+    for r in rows:
+        pairs.setdefault((r["a"], r["b"]), []).append(f"{r['column']} {format_interval(r, DECIMALS)}")
+    lines = [f"{a} − {b}: " + ", ".join(parts) for (a, b), parts in pairs.items()]
+    return lines + notes
 
 
 def markdown_report(frame: pd.DataFrame, images: Sequence[tuple[str, str]], title: str = "") -> str:
     """The results table, a line of chance levels, then the images as (caption, relative link)."""
     lines = [f"# {title}", ""] if title else []
     if len(frame.columns):
-        na = frame.attrs.get("not_applicable", {})
         lines += ["| objective | " + " | ".join(frame.columns) + " |",
                   "|:---|" + "---:|" * len(frame.columns)]
         for name, row in frame.iterrows():
-            cells = [_cell(row[col], col in na.get(name, ())) for col in frame.columns]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", f"{MISSING}: not run; {NOT_APPLICABLE}: not applicable to the objective "
-                      f"(no text side, or no lesion masks)."]
+            lines.append(f"| {name} | " + " | ".join(_row_cells(frame, name, row)) + " |")
+        lines += ["", _legend(frame)]
     else:
         lines.append("No downstream evaluation results found.")
     chance = frame.attrs.get("chance", {})
     if chance:
         levels = ", ".join(f"{col} {value:.{DECIMALS}f}" for col, value in chance.items())
         lines += ["", f"Chance levels: {levels}."]
+    diffs = _difference_lines(frame)
+    if diffs:
+        lines += ["", "Differences (paired, same test sentences; 95 % patient-level bootstrap interval):", ""]
+        lines += [f"- {line}" for line in diffs]
     for caption, link in images:
         lines += ["", f"![{caption}]({link})"]
     return "\n".join(lines) + "\n"
@@ -428,18 +571,19 @@ def html_report(frame: pd.DataFrame, title: str = "") -> str:
     """The results table of `markdown_report` (same cells, legend and chance levels) as an HTML page."""
     body = []
     if len(frame.columns):
-        na = frame.attrs.get("not_applicable", {})
-        rows = [[name] + [_cell(row[col], col in na.get(name, ())) for col in frame.columns]
-                for name, row in frame.iterrows()]
-        body += [_html_table(["objective", *frame.columns], rows),
-                 f"<p>{MISSING}: not run; {NOT_APPLICABLE}: not applicable to the objective "
-                 f"(no text side, or no lesion masks).</p>"]
+        rows = [[name] + _row_cells(frame, name, row) for name, row in frame.iterrows()]
+        body += [_html_table(["objective", *frame.columns], rows), f"<p>{html.escape(_legend(frame))}</p>"]
     else:
         body.append("<p>No downstream evaluation results found.</p>")
     chance = frame.attrs.get("chance", {})
     if chance:
         levels = ", ".join(f"{col} {value:.{DECIMALS}f}" for col, value in chance.items())
         body.append(f"<p>Chance levels: {html.escape(levels)}.</p>")
+    diffs = _difference_lines(frame)
+    if diffs:
+        body += ["<h2>Differences</h2>",
+                 "<p>Paired, same test sentences; 95 % patient-level bootstrap interval.</p>",
+                 "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in diffs) + "</ul>"]
     return _html_page(title or "Results", body)
 
 
@@ -531,6 +675,8 @@ def write_report(run_dir, out_dir, objectives: Sequence[str] | None = None, n_he
                                 f"looked for {', '.join(PATTERNS)}")
     fig_dir = out_dir / "figures"
     frame = results_table(collected, names)
+    diff_rows, diff_notes = differences(collected, names)
+    frame.attrs.update(differences=diff_rows, difference_notes=diff_notes)
     fractions, losses = fraction_curves(collected, names), loss_curves(collected, names)
     write_csv_atomic(out_dir / "fraction_curves.csv", fractions)
     write_csv_atomic(out_dir / "loss_curves.csv", losses)
@@ -550,7 +696,8 @@ def write_report(run_dir, out_dir, objectives: Sequence[str] | None = None, n_he
         "title": title, "run_dir": str(run_dir), "objectives": names, "columns": list(frame.columns),
         "rows": {name: {col: row[col] for col in frame.columns} for name, row in frame.iterrows()},
         "not_applicable": frame.attrs["not_applicable"], "chance": frame.attrs["chance"],
-        "keys": frame.attrs["keys"], "figures": [link for _, link in images],
+        "keys": frame.attrs["keys"], "intervals": frame.attrs["intervals"], "controls": frame.attrs["controls"],
+        "differences": diff_rows, "difference_notes": diff_notes, "figures": [link for _, link in images],
         "sources": [s for parts in chosen for s in parts["sources"]]})
     write_json_atomic(out_dir / "results.json", results)
     return results

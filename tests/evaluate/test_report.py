@@ -224,3 +224,81 @@ def test_nothing_found_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         write_report(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def _grounding_with_controls(rng, hit_shift: float = 0.0) -> dict:
+    """A grounding.json as evaluate_grounding writes it: per-sentence scores, controls and intervals."""
+    from simcrop.evaluate.grounding import bootstrap_grounding, summarize
+    import numpy as np
+    import torch
+
+    patients = [f"p{i // 3}" for i in range(24)]
+    chance = rng.uniform(0.05, 0.15, 24)
+    scores = {name: {"hit": np.clip(chance * m + hit_shift, 0, 1).round(3).tolist(),
+                     "pointing": (rng.random(24) < chance * m).astype(float).tolist()}
+              for name, m in (("model", 2.0), ("location_prior", 3.0), ("content_shuffled", 1.0))}
+    per = {"patient_id": patients, "volume_id": [f"v{i // 2}" for i in range(24)], "chance": chance.tolist(),
+           "oracle": [1.0] * 24, **scores}
+    boot = bootstrap_grounding(per, n_boot=200)
+
+    def flat(name):
+        return summarize({"hit": torch.tensor(per[name]["hit"]), "pointing": torch.tensor(per[name]["pointing"]),
+                          "chance": torch.tensor(chance), "oracle": torch.ones(24), "lesion_patches": torch.ones(24)})
+
+    controls = {name: {**{k: flat(name)[k] for k in ("hit_fraction", "hit_ratio_to_chance", "pointing_game",
+                                                       "pointing_ratio_to_chance")}, "intervals": boot[name]}
+                for name in ("location_prior", "content_shuffled")}
+    return {"task": "grounding", "applicable": True, **flat("model"), **controls, "intervals": boot["intervals"],
+            "differences": boot["differences"], "bootstrap": boot["bootstrap"], "per_sentence": per, "figures": []}
+
+
+@pytest.fixture(scope="module")
+def controls_report(tmp_path_factory):
+    import numpy as np
+
+    run = tmp_path_factory.mktemp("controls_run")
+    ev, rng = run / "evaluate", np.random.default_rng(0)
+    _json(ev / "simcrop/grounding.json", _grounding_with_controls(rng))
+    _json(ev / "simcrop_batchneg/grounding.json", _grounding_with_controls(rng, hit_shift=0.05))
+    _json(ev / "mae/grounding.json", {"task": "grounding", **NOT_APPLICABLE})
+    for name in ("simcrop", "mae"):
+        _probe(ev / name / "probe/main/100.json", {"100": 0.7})
+    out = tmp_path_factory.mktemp("controls_report")
+    return out, write_report(run, out, n_heatmaps=0)
+
+
+def test_grounding_cells_show_intervals_and_controls_get_rows(controls_report):
+    import re
+
+    out, results = controls_report
+    assert results["objectives"] == ["mae", "simcrop", "simcrop_batchneg"]
+    table = _md_table((out / "results.md").read_text(encoding="utf-8"))
+    assert list(table) == ["mae", "simcrop", "simcrop_batchneg", "location prior", "simcrop content-shuffled",
+                           "simcrop_batchneg content-shuffled"]
+    interval = re.compile(r"^-?\d+\.\d{3} \[-?\d+\.\d{3}, -?\d+\.\d{3}\]$")
+    for row in ("simcrop", "location prior", "simcrop content-shuffled"):
+        for column in ("grounding hit", "hit ÷ chance", "pointing"):
+            assert interval.match(table[row][column]), (row, column, table[row][column])
+    assert table["location prior"]["probe main AUROC 100%"] == ""          # controls: grounding cells only
+    assert table["simcrop"]["probe main AUROC 100%"] == "0.700" and table["mae"]["grounding hit"] == "n/a"
+    ci = results["intervals"]["simcrop"]["grounding hit"]
+    assert ci["lo"] <= results["rows"]["simcrop"]["grounding hit"] <= ci["hi"]
+    assert results["controls"]["location prior"] == {"control": "location_prior", "objective": "simcrop"}
+    assert results["rows"]["location prior"]["grounding hit"] > results["rows"]["simcrop"]["grounding hit"]
+
+
+def test_differences_block_has_intervals_and_says_what_is_missing(controls_report):
+    out, results = controls_report
+    text = (out / "results.md").read_text(encoding="utf-8")
+    block = text[text.index("Differences"):]
+    assert "- simcrop − location prior: grounding hit " in block and "- simcrop − content-shuffled: " in block
+    assert "- simcrop − simcrop_batchneg: grounding hit " in block          # same sentences: paired across objectives
+    assert "simcrop − mae, probe: no interval" in block and "simcrop − mae, grounding: no interval" in block
+    prior = [r for r in results["differences"] if (r["a"], r["b"], r["column"]) ==
+             ("simcrop", "location prior", "grounding hit")][0]
+    assert prior["lo"] <= prior["value"] <= prior["hi"] < 0                # the prior beats this model
+    shifted = [r for r in results["differences"] if (r["a"], r["b"], r["column"]) ==
+               ("simcrop", "simcrop_batchneg", "grounding hit")][0]
+    assert shifted["value"] < 0
+    page = (out / "results.html").read_text(encoding="utf-8")
+    assert "<h2>Differences</h2>" in page and "simcrop − location prior" in page
