@@ -194,7 +194,7 @@ def cmd_heatmap(args) -> int:
     for r in results:
         x, y, z = r["best_ras_mm"]
         i, j, k = r["best_input_voxel"]
-        print(f"{r['text']!r}: best patch cosine {r['cosine_max']:.3f} (map {r['cosine_min']:.3f} to "
+        print(f"{r['text']!r}: best patch cosine {r['cosine_best']:.3f} (map {r['cosine_min']:.3f} to "
               f"{r['cosine_max']:.3f}) at RAS ({x:.1f}, {y:.1f}, {z:.1f}) mm = input voxel ({i}, {j}, {k})\n"
               f"  {r['png']}\n  {r['nifti']}")
     return 0

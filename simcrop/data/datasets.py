@@ -54,8 +54,13 @@ def load_volume(path: str | os.PathLike) -> torch.Tensor:
     if codes != ("R", "A", "S"):
         raise ValueError(f"{path}: expected RAS orientation (run `simcrop preprocess`), got {''.join(codes)}")
     array = np.asanyarray(img.dataobj)            # int16 as stored (no scaling in preprocess output)
+    return scale_hu(array).unsqueeze(0)
+
+
+def scale_hu(array: np.ndarray) -> torch.Tensor:
+    """HU (X, Y, Z) → float32 tensor in [-1, 1] (clipped to ±1000 HU, / 1000): the encoder's input scale."""
     x = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32)
-    return x.clamp_(HU_MIN, HU_MAX).mul_(1.0 / HU_MAX).unsqueeze(0)
+    return x.clamp_(HU_MIN, HU_MAX).mul_(1.0 / HU_MAX)
 
 
 def read_sentences(path: str | os.PathLike) -> dict[str, dict]:

@@ -155,13 +155,7 @@ def preprocess_volume(row, out_dir: Path, cfg: PreprocessConfig) -> dict:
                 raise BadVolume(mask_path, f"mask mismatch: shape {mask.shape} != image {hu.shape}")
             masks[kind] = _mask_dtype(mask, mask_path)
 
-    size = None if cfg.size is None else [int(s) for s in cfg.size]
-    out_shape, out_affine = output_grid(hu.shape, volume.affine, cfg.spacing, size)
-    lo, hi = (float(v) for v in cfg.hu_window)
-    image = resample(hu, volume.affine, out_shape, out_affine, fill=lo)
-    np.clip(image, lo, hi, out=image)
-    np.rint(image, out=image)
-    image = image.astype(np.int16)
+    image, out_shape, out_affine = to_output_grid(hu, volume.affine, cfg)
 
     paths = output_paths(out_dir, volume_id)
     written = []
@@ -189,6 +183,19 @@ def preprocess_volume(row, out_dir: Path, cfg: PreprocessConfig) -> dict:
             done.unlink(missing_ok=True)
         raise
     return record
+
+
+def to_output_grid(hu: np.ndarray, affine: np.ndarray, cfg: PreprocessConfig):
+    """HU (X, Y, Z) with its RAS affine → (int16 image on the target grid, shape, affine): resample to
+    `cfg.spacing`, centre crop/pad to `cfg.size` (pad = window minimum), clip to the window, round.
+    The one place the training grid is made (preprocessing and `simcrop heatmap` both call it)."""
+    size = None if cfg.size is None else [int(s) for s in cfg.size]
+    out_shape, out_affine = output_grid(hu.shape, affine, cfg.spacing, size)
+    lo, hi = (float(v) for v in cfg.hu_window)
+    image = resample(hu, affine, out_shape, out_affine, fill=lo)
+    np.clip(image, lo, hi, out=image)
+    np.rint(image, out=image)
+    return image.astype(np.int16), out_shape, out_affine
 
 
 def _params(cfg: PreprocessConfig) -> dict:

@@ -1,6 +1,8 @@
 """MONAI transform chains for pre-training crops (method.md §4).
 
-Input and output: (1, X, Y, Z) float32 scaled HU in [-1, 1], RAS. Training chain: random scale crop
+Input and output: (C, X, Y, Z) float32, channel 0 scaled HU in [-1, 1], RAS; further channels (label
+maps carried along for training diagnostics) get the same crops, pads and flips, and no intensity shift.
+Training chain: random scale crop
 (each axis 0.8-1.0 of the volume) -> pad to the crop size -> random crop of the crop size -> flip each
 axis with p = flip_prob -> intensity shift by U(-0.1, 0.1) with p = 0.1. Evaluation chain: pad, then
 centre crop (deterministic).
@@ -20,8 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import (CenterSpatialCrop, Compose, RandFlip, RandScaleCrop, RandShiftIntensity,
-                              RandSpatialCrop)
+from monai.transforms import (CenterSpatialCrop, Compose, RandFlip, Randomizable, RandScaleCrop,
+                              RandShiftIntensity, RandSpatialCrop)
 
 AIR = -1.0          # -1000 HU after scaling
 PAD_MODES = ("reflect", "constant")
@@ -56,6 +58,30 @@ class PadTo:
         return out.squeeze(0)
 
 
+class ImageChannelOnly(Randomizable):
+    """Apply an intensity transform to channel 0 (the image) only. It forwards the seed Compose gives it,
+    so the chain draws the same numbers with or without extra channels: carrying label maps along does
+    not change the image's augmentation."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def set_random_state(self, seed=None, state=None):
+        self.transform.set_random_state(seed=seed, state=state)
+        return self
+
+    def randomize(self, data) -> None:        # the wrapped transform draws its own numbers
+        pass
+
+    def __call__(self, img):
+        if img.shape[0] == 1:
+            return self.transform(img)
+        image = self.transform(img[:1])
+        image = image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)
+        rest = img[1:].as_tensor() if hasattr(img, "as_tensor") else img[1:]
+        return torch.cat([image, rest.to(image.dtype)])
+
+
 def smaller_axes(shape: Sequence[int], size: Sequence[int]) -> list[str]:
     """Names of the axes ('x', 'y', 'z') along which `shape` (X, Y, Z) is smaller than `size`."""
     return [axis for axis, s, c in zip("xyz", shape, size) if s < c]
@@ -77,7 +103,7 @@ def train_transform(crop_size: Sequence[int], flip_prob: float = 0.2, scale_crop
         PadTo(crop, pad_mode),
         RandSpatialCrop(crop, random_center=True, random_size=False),
         *(RandFlip(prob=flip_prob, spatial_axis=axis) for axis in range(3)),
-        RandShiftIntensity(offsets=float(intensity_shift), prob=intensity_shift_prob),
+        ImageChannelOnly(RandShiftIntensity(offsets=float(intensity_shift), prob=intensity_shift_prob)),
     ])
 
 

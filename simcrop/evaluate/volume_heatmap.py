@@ -16,8 +16,8 @@ a pre-training checkpoint → per sentence a PNG and a float32 NIfTI heat map on
           the loader gives) → `<stem>_<n>_<sentence>.nii.gz`, float32, overlays in 3D Slicer / ITK-SNAP.
 
 Nearest, not trilinear: the map is piecewise constant per patch (that is what the model scores), so each
-input voxel takes the value of the patch it lies in; no in-between values are invented and the map's
-maximum is exactly the best patch's cosine. Input voxels outside the preprocessed grid (only when
+input voxel takes the value of the patch it lies in; no in-between values are invented. (The map's
+maximum may belong to an edge cell that lies mostly outside the volume; the best patch below does not.) Input voxels outside the preprocessed grid (only when
 `preprocess.size` crops the volume) get the map's minimum.
 
 The best patch is the lattice cell with the highest cosine among those lying at least half inside the
@@ -48,11 +48,10 @@ import numpy as np
 import torch
 
 from simcrop.config import PreprocessConfig
-from simcrop.data.datasets import HU_MAX, HU_MIN
+from simcrop.data.datasets import scale_hu
 from simcrop.data.datasets import load_volume as load_preprocessed
-from simcrop.data.preprocess import validate
+from simcrop.data.preprocess import to_output_grid, validate
 from simcrop.data.quarantine import BadVolume
-from simcrop.data.resample import output_grid, resample
 from simcrop.data.transforms import PadTo
 from simcrop.data.volume_io import load_volume, write_nifti
 from simcrop.evaluate.embed import NotApplicableError, encode_sentences, feature_kind, load_model, patch_features
@@ -121,15 +120,8 @@ def prepare_volume(path, cfg: PreprocessConfig, preprocessed: bool = False) -> P
     except (BadVolume, ValueError, OSError, nib.filebasedimages.ImageFileError) as err:
         message = str(err) if str(path) in str(err) else f"{path}: {err}"
         raise HeatmapInputError(message) from err
-    size = None if cfg.size is None else [int(s) for s in cfg.size]
-    shape, affine = output_grid(hu.shape, volume.affine, cfg.spacing, size)
-    lo, hi = (float(v) for v in cfg.hu_window)
-    image = resample(hu, volume.affine, shape, affine, fill=lo)        # preprocess_volume's steps, in memory
-    np.clip(image, lo, hi, out=image)
-    np.rint(image, out=image)
-    image = image.astype(np.int16).astype(np.float32)
-    np.clip(image, HU_MIN, HU_MAX, out=image)                          # datasets.load_volume's scaling
-    image *= np.float32(1.0 / HU_MAX)
+    grid, _, affine = to_output_grid(hu, volume.affine, cfg)           # preprocess_volume's steps, in memory
+    image = scale_hu(grid).numpy()                                      # and the dataset's scaling
     return PreparedVolume(image, affine, tuple(hu.shape), np.asarray(volume.affine, dtype=np.float64), str(path))
 
 
@@ -281,7 +273,7 @@ def volume_heatmaps(checkpoint, volume, texts: Sequence[str], out_dir, cfg: Prep
                     preprocessed: bool = False, device: str = "cpu", batch_size: int = 4,
                     text_encoder=None) -> list[dict]:
     """Heat maps of `texts` over `volume` → one dict per sentence {text, png, nifti, cosine_min,
-    cosine_max, best_cell, best_box (preprocessed voxels), best_ras_mm, best_input_voxel}; also writes
+    cosine_max, cosine_best, best_cell, best_box (preprocessed voxels), best_ras_mm, best_input_voxel}; also writes
     `<out_dir>/<stem>.heatmap.json` with them. See the module docstring for the method."""
     texts = [str(t) for t in texts]
     if not texts:
@@ -333,7 +325,7 @@ def volume_heatmaps(checkpoint, volume, texts: Sequence[str], out_dir, cfg: Prep
         png = orthogonal_figure(vol.image, heat, vol.spacing, np.rint(centre).astype(int), box, text.strip(),
                                 base.with_name(base.name + ".png"), lesion, title)
         results.append({"text": text.strip(), "png": str(png), "nifti": str(nifti), "cosine_min": lo,
-                        "cosine_max": hi, "best_cell": list(cell), "best_box": [list(b) for b in box],
+                        "cosine_max": hi, "cosine_best": float(cells[i][cell]), "best_cell": list(cell), "best_box": [list(b) for b in box],
                         "best_ras_mm": [round(float(v), 2) for v in ras[:3]],
                         "best_input_voxel": [int(v) for v in np.rint(in_voxel)]})
     write_json_atomic(out_dir / f"{stem}.heatmap.json",

@@ -203,6 +203,9 @@ def layout(text: str, no_end: frozenset[str] = frozenset()) -> list[Block]:
         line = text[start:end]
         m = _HEADER_LINE.match(line)
         name = header_name(m.group(1), colon=line.endswith(":")) if m else None
+        if name and not line.endswith(":") and not line.isupper() and (not line[0].isupper() or (
+                previous is not None and previous[-1] not in _SENTENCE_END)):
+            name = None       # "...enlarged mediastinal\nlymph nodes\nmeasuring": a hard wrap, not a header
         if name:
             scanner.cuts.append((start, end, name))
             previous = None

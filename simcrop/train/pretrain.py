@@ -153,6 +153,7 @@ def gather_states(window: dict, window_steps: int) -> list:
 
 TIMING = "timing.json"          # beside last.pt: throughput of the process that saved it (not in the checkpoint)
 ON_CHANGE = ("fail", "restart")
+OWN_FILES = ("metrics.json", "encoder.pt", "pretrain.config.yaml")   # what pretrain writes in out_dir
 
 
 def check_settings(ckpt: dict, path: Path, cfg: Config, data_fingerprint: str, on_change: str) -> bool:
@@ -244,8 +245,8 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
             intensity_shift_prob=pc.intensity_shift_prob, pad_mode=pad_mode)
         data_fingerprint = dataset.fingerprint()
         if info.is_main:                       # a SIGKILL during a save leaves its temporary file behind
-            for folder in (out_dir, ckpt_dir):
-                remove_stale_temp_files(folder)     # this job is the only writer of its folder
+            remove_stale_temp_files(out_dir, OWN_FILES)  # --out-dir may be shared: only our own names
+            remove_stale_temp_files(ckpt_dir)            # checkpoints/ is ours alone
         barrier()
         resume_path = ckpt_mod.latest_checkpoint(ckpt_dir)
         ckpt = ckpt_mod.read_checkpoint(resume_path) if resume_path else None
@@ -314,7 +315,7 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
 
         # --- loop ---------------------------------------------------------------------------------------
         live = open_live(out_dir, resume=start_step > 0, step=start_step) if info.is_main else None
-        window = defaultdict(float, {n: torch.tensor(v, dtype=torch.float32)
+        window = defaultdict(float, {n: torch.tensor(v, dtype=torch.float32, device=info.device)
                                      for n, v in (own_window.get("window") or {}).items()})
         window_steps, window_wait, window_time = int(own_window.get("window_steps") or 0), 0.0, 0.0
         timed_steps = 0                                          # steps of this window run by this process

@@ -77,3 +77,22 @@ def test_helpers():
         train_transform((32, 32, 16), scale_crop=(0.9, 0.5))
     with pytest.raises(ValueError, match="pad mode"):
         PadTo((4, 4, 4), mode="edge")
+
+
+def test_label_channels_follow_the_image_and_leave_its_augmentation_unchanged():
+    """Label maps carried as extra channels get the same crops and flips, no intensity shift, and the
+    image channel comes out exactly as it does alone (same seed)."""
+    image = torch.rand(1, 40, 36, 20) * 2 - 1
+    labels = torch.randint(0, 4, (1, 40, 36, 20)).float()
+    chain = train_transform((32, 32, 16), flip_prob=0.5, intensity_shift=0.1, intensity_shift_prob=1.0)
+    seed_transform(chain, 7)
+    alone = apply(chain, image)
+    seed_transform(chain, 7)
+    both = apply(chain, torch.cat([image, labels]))
+    assert torch.equal(both[:1], alone)
+    assert set(both[1].unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}          # labels, not shifted
+    seed_transform(chain, 7)
+    positions = torch.arange(40 * 36 * 20, dtype=torch.float32).reshape(1, 40, 36, 20)
+    moved = apply(chain, torch.cat([image, positions]))[1]
+    shift = alone[0] - image[0].flatten()[moved.long().flatten()].reshape(moved.shape)
+    assert torch.allclose(shift, shift.flatten()[0].expand_as(shift), atol=1e-6)   # same voxels, one offset

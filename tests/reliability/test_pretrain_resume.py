@@ -11,6 +11,7 @@ import pytest
 
 from pretrain_runs import assert_bitwise, cli_command, cli_env, config, run_cli, sha256, weights
 from simcrop.model.simcrop import build_pretrain_model
+from simcrop.train.checkpoint import read_checkpoint
 from simcrop.train.pretrain import pretrain
 from train_helpers import write_run
 
@@ -51,12 +52,19 @@ def test_sigkill_at_random_moments_then_rerun_matches(tmp_path, run_dir):
     assert timing.returncode == 0
     rng = random.Random(13)
     out = tmp_path / "killed"
-    for _ in range(3):
+    last = out / "checkpoints" / "last.pt"
+    for attempt in range(3):
         process = subprocess.Popen(cli_command(run_dir, out, checkpoint_every=1), env=cli_env(),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 0.95) * duration)
-        process.kill()                                                  # SIGKILL: no handler runs
+        if attempt == 0:                               # surely mid-training: right after the first save
+            while process.poll() is None and not last.exists():
+                time.sleep(0.02)
+        else:                                          # then at random moments
+            time.sleep(rng.uniform(0.3, 0.95) * duration)
+        process.kill()                                 # SIGKILL: no handler runs
         process.wait()
+        if attempt == 0:
+            assert 0 < read_checkpoint(last)["step"] < 6, "the first kill should land between checkpoints"
     final = run_cli(run_dir, out, checkpoint_every=1)
     assert final.returncode == 0, final.stderr[-2000:]
     assert_bitwise(weights(out), weights(tmp_path / "straight"))

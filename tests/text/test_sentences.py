@@ -232,3 +232,13 @@ def test_lesions_and_headers_follow_the_original_offsets(tmp_path):
         ("lungs", "Consolidation in the left lower lobe.", ["L2"])]
     for s in record["sentences"]:
         assert s["section"] == "findings" and clean_text(findings[s["start"]:s["end"]]) == s["text"]
+
+
+@pytest.mark.parametrize("text,kept", [
+    ("There are several enlarged mediastinal\nlymph nodes\nmeasuring up to 12 mm.", "lymph nodes"),
+    ("Calcification of the\naorta\nand coronary arteries.", "aorta"),
+])
+def test_wrapped_line_of_header_words_is_not_a_header(splitter, text, kept):
+    """A hard-wrapped line that happens to read like a header ("lymph nodes") stays in its sentence."""
+    records = checked(text, splitter)
+    assert len(records) == 1 and kept in records[0]["text"] and records[0]["header"] is None

@@ -104,7 +104,14 @@ WALKTHROUGH = """
 
 
 def find_chromium() -> str | None:
-    return next((path for path in map(shutil.which, CHROMIUM_NAMES) if path), None)
+    """The first Chromium that runs (Ubuntu's `chromium-browser` may be a snap stub that only fails)."""
+    for path in filter(None, map(shutil.which, CHROMIUM_NAMES)):
+        try:
+            if subprocess.run([path, "--version"], capture_output=True, timeout=60).returncode == 0:
+                return path
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return None
 
 
 def chromium(browser, page: Path, *args, timeout=120) -> subprocess.CompletedProcess:

@@ -68,8 +68,10 @@ def pretrain_dir(wildcards, output):
 
 
 def pretrain_json(wildcards):
-    """Model + pretrain sections with the objective taken from the job's wildcard."""
-    picked = json.loads(section_json("model", "pretrain"))
+    """Model + pretrain sections with the objective taken from the job's wildcard, plus data and
+    preprocess, so the checkpoint's config records the spacing and window the encoder was trained at
+    (heat maps and downstream checks read them from there)."""
+    picked = json.loads(section_json("model", "pretrain", "data", "preprocess"))
     picked["model"]["objective"] = wildcards.objective
     return json.dumps(picked, sort_keys=True)
 
