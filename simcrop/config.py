@@ -128,6 +128,7 @@ class PretrainConfig:
     intensity_shift: float = 0.1
     intensity_shift_prob: float = 0.1
     pad_mode: str = "reflect"             # volumes smaller than the crop: reflect (air where too small) | constant
+    diagnostics: bool = False             # log where the top-K picks land (needs the synthetic lesion/organ maps)
 
 
 @dataclass

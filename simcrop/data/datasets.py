@@ -86,17 +86,20 @@ class PretrainDataset(Dataset):
     sentences:  list of Findings sentence records {"section", "text", "start", "end", "lesion_ids"},
                 offsets into `findings`
     mask_seed:  seed of this sample's report mask (simcrop.text.batch), from (seed, epoch, index)
+    lesion_map, organ_map: (X, Y, Z) int16 label maps on the crop, only with maps=True (training
+                diagnostics); zeros / -1 where the run has none
     """
 
     def __init__(self, manifest_path, sentences_path, preprocessed_dir, qc_path, split: str = "train",
                  crop_size: Sequence[int] = (96, 96, 48), augment: bool = True, seed: int = 0,
                  flip_prob: float = 0.2, scale_crop: Sequence[float] = (0.8, 1.0), intensity_shift: float = 0.1,
-                 intensity_shift_prob: float = 0.1, pad_mode: str = "reflect"):
+                 intensity_shift_prob: float = 0.1, pad_mode: str = "reflect", maps: bool = False):
         self.crop_size = tuple(int(s) for s in crop_size)
         if len(self.crop_size) != 3 or min(self.crop_size) < 1:
             raise ValueError(f"crop_size must be three positive sizes (x, y, z); got {list(crop_size)}")
-        self.split, self.augment, self.seed = split, augment, int(seed)
+        self.split, self.augment, self.seed, self.maps = split, augment, int(seed), bool(maps)
         self.volumes_dir = Path(preprocessed_dir) / "volumes"
+        self.masks_dir = Path(preprocessed_dir) / "masks"
         self.items, self.dropped = self._select(Path(manifest_path), Path(sentences_path), Path(qc_path))
         if augment:
             self.transform = train_transform(self.crop_size, flip_prob, scale_crop, intensity_shift,
@@ -166,9 +169,29 @@ class PretrainDataset(Dataset):
             log.warning("volume %s has shape %s, smaller than the crop %s along %s: padded (%s; air where "
                         "the volume is under half the crop)", item["volume_id"], tuple(image.shape[1:]),
                         self.crop_size, ",".join(small), self.pad_mode)
+        if self.maps:                        # label maps ride along the image's crops and flips
+            image = torch.cat([image, *self._label_maps(item["volume_id"], image.shape[1:])])
         if self.augment:
             seed_transform(self.transform, sample_seed(self.seed, epoch, index))
-        return {"volume_id": item["volume_id"], "scan_id": item["scan_id"],
-                "image": apply(self.transform, image), "findings": item["findings"],
-                "impressions": item["impressions"], "sentences": item["sentences"],
-                "mask_seed": sample_seed(self.seed, epoch, index, MASK_STREAM)}
+        out = apply(self.transform, image)
+        sample = {"volume_id": item["volume_id"], "scan_id": item["scan_id"], "image": out[:1],
+                  "findings": item["findings"], "impressions": item["impressions"], "sentences": item["sentences"],
+                  "mask_seed": sample_seed(self.seed, epoch, index, MASK_STREAM)}
+        if self.maps:
+            sample.update(lesion_map=out[1].round().short(), organ_map=out[2].round().short())
+        return sample
+
+    def _label_maps(self, volume_id: str, shape) -> list[torch.Tensor]:
+        """The volume's lesion and organ label maps (1, X, Y, Z) float; zeros (no lesion) and -1 (no organ
+        map) where the preprocessed folder has none (real data)."""
+        maps = []
+        for kind, missing in (("lesion", 0.0), ("organ", -1.0)):
+            path = self.masks_dir / f"{volume_id}.{kind}.nii.gz"
+            if path.exists():
+                array = np.asanyarray(nib.load(str(path)).dataobj)
+                if tuple(array.shape) != tuple(shape):
+                    raise ValueError(f"{path}: shape {array.shape} differs from its volume's {tuple(shape)}")
+                maps.append(torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32)[None])
+            else:
+                maps.append(torch.full((1, *shape), missing))
+        return maps

@@ -19,6 +19,7 @@ from torch import nn
 
 from simcrop.config import ModelConfig
 from simcrop.model.alignment import NEGATIVES, sentence_features, similarity_alignment_loss
+from simcrop.model.alignment_diagnostics import alignment_diagnostics
 from simcrop.model.fusion import FusionLayer
 from simcrop.model.mae import MaskedAutoencoder3D, build_mae
 from simcrop.model.projection import ProjectionHead
@@ -97,7 +98,7 @@ class SimCroP(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
         """batch: a ReportBatcher output (tensors on the model's device); generator: for the image mask."""
-        w = self.weights
+        w, diagnostics = self.weights, None
         enc = self.mae.forward_encoder(batch["image"], generator=generator)
         patches = enc["latent"][:, 1:]                                         # (B, K_vis, C)
         losses: dict[str, torch.Tensor] = {}
@@ -110,6 +111,10 @@ class SimCroP(nn.Module):
             out = similarity_alignment_loss(sent, self.patch_head(patches), s2v, self._k(patches.shape[1]),
                                             self.temperature, self.negatives)
             losses["align"] = out["loss"]
+            if "lesion_map" in batch:         # where the picks land (pretrain.diagnostics)
+                diagnostics = alignment_diagnostics(out["indices"], enc["ids_keep"], s2v, batch["sentence_lesions"],
+                                                    batch["image"], batch["lesion_map"], batch["organ_map"],
+                                                    self.mae.encoder.patch_size)
         if w["report"] > 0:
             masked = self.text_encoder(batch["mlm_input_ids"], batch["attention_mask"])  # (B, L, H)
             fused = self.fusion(masked, patches, batch["attention_mask"])
@@ -117,7 +122,10 @@ class SimCroP(nn.Module):
             # "all" follows the authors' later code: every position, padding included (as labels only;
             # padding stays masked as attention keys)
             losses["report"] = self.text_decoder(fused, batch["attention_mask"], labels)["loss"]
-        return combine(losses, w)
+        result = combine(losses, w)
+        if diagnostics is not None:
+            result["diagnostics"] = diagnostics
+        return result
 
 
 def build_text_encoder(model_cfg: ModelConfig) -> FrozenTextEncoder:

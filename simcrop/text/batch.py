@@ -62,6 +62,7 @@ class ReportBatcher:
         mlm_labels       (B, L) int64, original id at chosen positions, -100 elsewhere
         mlm_all_labels   (B, L) int64, input_ids everywhere (loss on all positions, padding included)
         sentence_lesions list (per sample) of lists (per kept sentence) of lesion ids
+        lesion_map, organ_map (B, X, Y, Z) int16, only when every sample carries them (pretrain.diagnostics)
         truncated_reports int, reports cut at max_tokens (the first one per batcher is logged as a warning)
         dropped_sentences int, sentences whose tokens were all truncated away
     """
@@ -127,7 +128,10 @@ class ReportBatcher:
         else:
             generators = [self.next_generator()] * len(samples)     # one stream, drawn row by row
         mlm_input_ids, mlm_labels = self.mask_tokens(input_ids, real, generators)
+        maps = {key: torch.stack([s[key] for s in samples]) for key in ("lesion_map", "organ_map")
+                if all(key in s for s in samples)}                 # training diagnostics, when loaded
         return dict(
+            **maps,
             image=torch.stack([torch.as_tensor(s["image"], dtype=torch.float32) for s in samples]),
             volume_id=[s["volume_id"] for s in samples], input_ids=input_ids, attention_mask=attention_mask,
             token_sentence=token_sentence, findings_mask=findings_mask, mlm_input_ids=mlm_input_ids,

@@ -5,7 +5,8 @@ init -> loop (accumulate, clip, step, log, checkpoint) -> final checkpoint, metr
 
 Outputs under out_dir:
     checkpoints/last.pt   every `checkpoint_every` steps, at the end and on SIGTERM/SIGINT (atomic)
-    dvclive/              train/<loss name>, train/lr, train/data_wait_s, ... every `log_every` steps
+    dvclive/              train/<loss name>, train/lr, train/data_wait_s, ... every `log_every` steps;
+                          with pretrain.diagnostics, diag/<name> (simcrop.model.alignment_diagnostics)
     metrics.json          first-window and final-window mean of each loss term, throughput, data wait share
     encoder.pt            {"model": encoder state_dict} with official key names, once `steps` are done
 
@@ -242,7 +243,7 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
             preprocessed or run_dir / "preprocessed", qc or run_dir / "qc.csv", split="train",
             crop_size=cfg.model.img_size, augment=True, seed=pc.seed, flip_prob=pc.flip_prob,
             scale_crop=pc.scale_crop, intensity_shift=pc.intensity_shift,
-            intensity_shift_prob=pc.intensity_shift_prob, pad_mode=pad_mode)
+            intensity_shift_prob=pc.intensity_shift_prob, pad_mode=pad_mode, maps=pc.diagnostics)
         data_fingerprint = dataset.fingerprint()
         if info.is_main:                       # a SIGKILL during a save leaves its temporary file behind
             remove_stale_temp_files(out_dir, OWN_FILES)  # --out-dir may be shared: only our own names
@@ -319,6 +320,7 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
                                      for n, v in (own_window.get("window") or {}).items()})
         window_steps, window_wait, window_time = int(own_window.get("window_steps") or 0), 0.0, 0.0
         timed_steps = 0                                          # steps of this window run by this process
+        diag_sums, diag_counts = defaultdict(float), defaultdict(int)   # pretrain.diagnostics, per log window
         first_window, final_window = extra.get("first_window"), extra.get("final_window") or {}
         total_wait = elapsed = 0.0
         step = start_step
@@ -345,6 +347,10 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
                     for name, value in out["losses"].items():
                         if name != "loss":                           # "loss" is the weighted total
                             window[name] += value.detach().float() / pc.accumulation
+                    for name, value in (out.get("diagnostics") or {}).items():
+                        if value == value:                           # NaN: nothing qualified in this batch
+                            diag_sums[name] += value
+                            diag_counts[name] += 1
                 clip_gradients(model, pc.grad_clip)
                 optimizer.step()
                 scheduler.step()
@@ -364,6 +370,8 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
                         live.step = step
                         for name, value in final_window.items():
                             live.log_metric(f"train/{name}", value)
+                        for name in sorted(diag_sums):           # this rank's batches (diagnostics)
+                            live.log_metric(f"diag/{name}", diag_sums[name] / diag_counts[name])
                         live.log_metric("train/lr", lr)
                         live.log_metric("train/data_wait_s", window_wait / max(timed_steps, 1))
                         live.log_metric("train/data_wait_share", window_wait / max(window_time, 1e-12))
@@ -374,6 +382,7 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
                                     wait=f"{window_wait / max(window_time, 1e-12):.0%}")
                     window, window_steps, window_wait, window_time = defaultdict(float), 0, 0.0, 0.0
                     timed_steps = 0
+                    diag_sums, diag_counts = defaultdict(float), defaultdict(int)
 
                 signum = stop["signum"]
                 if info.distributed and any_rank(bool(signum), info.device):

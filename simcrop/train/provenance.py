@@ -3,15 +3,17 @@
 A run folder holds one training: resuming it with another learning rate, mask ratio or training set
 would give weights that match neither setting, and a finished run must not be passed off as trained
 with settings it never saw. Every key of `model` and `pretrain` shapes the weights except the ones
-below, which only decide how often we log and save, or how many processes feed the loader (the data
-of a step is a function of (seed, epoch, index), whatever the worker count).
+below, which only decide how often we log and save, how many processes feed the loader (the data of a
+step is a function of (seed, epoch, index), whatever the worker count), or whether alignment
+diagnostics are logged (computed without gradient, from no random number).
 """
 from __future__ import annotations
 
 import json
 
 SECTIONS = ("model", "pretrain")
-NOT_TRAINING = {"pretrain.log_every", "pretrain.checkpoint_every", "pretrain.keep_every", "pretrain.num_workers"}
+NOT_TRAINING = {"pretrain.log_every", "pretrain.checkpoint_every", "pretrain.keep_every", "pretrain.num_workers",
+                "pretrain.diagnostics"}
 DATA_KEY = "training data"
 
 
