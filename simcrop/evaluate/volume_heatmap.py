@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import pickle
 import re
 from dataclasses import dataclass
@@ -52,10 +51,10 @@ from simcrop.data.datasets import scale_hu
 from simcrop.data.datasets import load_volume as load_preprocessed
 from simcrop.data.preprocess import to_output_grid, validate
 from simcrop.data.quarantine import BadVolume
-from simcrop.data.transforms import PadTo
 from simcrop.data.volume_io import load_volume, write_nifti
 from simcrop.evaluate.embed import NotApplicableError, encode_sentences, feature_kind, load_model, patch_features
 from simcrop.evaluate.heatmap import orthogonal_figure
+from simcrop.evaluate.tiling import Tiling, tile_batches, tiling  # noqa: F401  (Tiling, tiling: re-exported)
 from simcrop.io import DataError, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -125,43 +124,6 @@ def prepare_volume(path, cfg: PreprocessConfig, preprocessed: bool = False) -> P
     return PreparedVolume(image, affine, tuple(hu.shape), np.asarray(volume.affine, dtype=np.float64), str(path))
 
 
-@dataclass
-class Tiling:
-    """Crops of `crop` voxels over the volume padded to `padded` (`before` voxels of pad first); tile
-    starts per axis are multiples of the patch, so all tiles share one patch lattice of `cells`."""
-
-    shape: tuple
-    crop: tuple
-    patch: tuple
-    padded: tuple
-    before: tuple
-    starts: tuple                  # per axis: tuple of tile starts (padded voxels)
-
-    @property
-    def cells(self) -> tuple:
-        return tuple(p // q for p, q in zip(self.padded, self.patch))
-
-    @property
-    def n_tiles(self) -> int:
-        return math.prod(len(s) for s in self.starts)
-
-
-def tiling(shape: Sequence[int], crop: Sequence[int], patch: Sequence[int]) -> Tiling:
-    """Sliding-window layout: one tile (the eval chain's centre crop) along an axis no longer than the
-    crop; else stride half the crop (rounded down to a multiple of the patch) and the volume padded
-    symmetrically to crop + m · stride, so the last tile ends at the padded edge."""
-    padded, starts = [], []
-    for n, c, p in zip(shape, crop, patch):
-        n, c, p = int(n), int(c), int(p)
-        stride = max(p, (c // 2) // p * p)
-        size = c if n <= c else c + math.ceil((n - c) / stride) * stride
-        padded.append(size)
-        starts.append(tuple(range(0, size - c + 1, stride)))
-    before = tuple((s - int(n)) // 2 for s, n in zip(padded, shape))    # PadTo's split: extra // 2 first
-    return Tiling(tuple(int(n) for n in shape), tuple(int(c) for c in crop), tuple(int(p) for p in patch),
-                  tuple(padded), before, tuple(starts))
-
-
 @torch.no_grad()
 def cell_similarity(model, image: np.ndarray, sentences: torch.Tensor, pad_mode: str = "reflect",
                     batch_size: int = 4) -> tuple[torch.Tensor, Tiling]:
@@ -169,20 +131,16 @@ def cell_similarity(model, image: np.ndarray, sentences: torch.Tensor, pad_mode:
     over the tiles holding it, the Tiling)."""
     encoder = model.encoder
     layout = tiling(image.shape, encoder.img_size, encoder.patch_size)
-    padded = PadTo(layout.padded, pad_mode)(torch.from_numpy(np.ascontiguousarray(image))[None])[0]
     sentences = sentences.float().to(next(model.parameters()).device)
     total = torch.zeros((sentences.shape[0], *layout.cells), dtype=torch.float64)
     count = torch.zeros(layout.cells, dtype=torch.float64)
-    corners = [(x, y, z) for x in layout.starts[0] for y in layout.starts[1] for z in layout.starts[2]]
-    (cx, cy, cz), (px, py, pz), grid = layout.crop, layout.patch, encoder.grid_size
-    for first in range(0, len(corners), batch_size):
-        chunk = corners[first:first + batch_size]
-        tiles = torch.stack([padded[x:x + cx, y:y + cy, z:z + cz] for x, y, z in chunk])[:, None]
+    grid = encoder.grid_size
+    for chunk, tiles in tile_batches(image, layout, pad_mode, batch_size):
         sims = (patch_features(model, tiles) @ sentences.T).cpu().double()        # (B, N, S)
-        for (x, y, z), tile in zip(chunk, sims):
-            i, j, k = x // px, y // py, z // pz
-            total[:, i:i + grid[0], j:j + grid[1], k:k + grid[2]] += tile.T.reshape(-1, *grid)
-            count[i:i + grid[0], j:j + grid[1], k:k + grid[2]] += 1
+        for corner, tile in zip(chunk, sims):
+            cells = layout.cell_slices(corner, grid)
+            total[(slice(None), *cells)] += tile.T.reshape(-1, *grid)
+            count[cells] += 1
     return (total / count).float(), layout
 
 
