@@ -17,6 +17,13 @@ built from the same patients and seed) uses the same resamples: differences are 
     boot.mean(hit)                   # {"value": 0.31, "lo": 0.25, "hi": 0.37}
     boot.ratio(hit, chance)          # ratio of means
     boot.diff(hit_model, hit_prior)  # paired difference of means
+    boot.stat(fn)                    # any statistic fn(item indices) -> float, e.g. a mean AUROC
+
+`stat` is for statistics that are not means of per-item values (AUROC, accuracy over volumes): fn gets
+the item indices of one resample (all items of each drawn patient, repeated as often as it is drawn;
+`np.arange(n_items)` for the point estimate) and returns a float (NaN where undefined, e.g. a resample
+without positives; such resamples are left out of the percentiles). A paired difference of two such
+statistics is `stat(lambda i: fa(i) - fb(i))`.
 """
 from __future__ import annotations
 
@@ -85,6 +92,19 @@ class ClusterBootstrap:
     def diff(self, a, b) -> dict:
         """Paired mean(a) - mean(b), two methods scored on the same items, with its interval."""
         return self.mean(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+
+    def indices(self, b: int) -> np.ndarray:
+        """Item indices of resample b: every item of each drawn patient, once per draw (sorted)."""
+        return np.repeat(np.arange(self.n_items), self.weights[b][self.codes])
+
+    def stat(self, fn) -> dict:
+        """fn(item indices) -> float on all items and on every resample, with its interval."""
+        if not self.n_items:
+            return {"value": float("nan"), "lo": float("nan"), "hi": float("nan")}
+        point = fn(np.arange(self.n_items))
+        point = float("nan") if point is None else float(point)
+        stats = [fn(self.indices(b)) for b in range(self.n_boot)]
+        return self._interval(point, np.array([np.nan if v is None else v for v in stats], dtype=np.float64))
 
     def ratio_diff(self, num_a, num_b, den) -> dict:
         """mean(num_a)/mean(den) - mean(num_b)/mean(den): a difference of ratios to one chance."""

@@ -63,3 +63,27 @@ def test_empty_and_formatting():
     assert format_interval({"value": 0.31, "lo": None, "hi": None}) == "0.310"
     with pytest.raises(ValueError):
         ClusterBootstrap([1, 2]).mean([1.0])
+
+
+def test_stat_of_a_mean_equals_the_mean_and_resamples_whole_patients():
+    rng = np.random.default_rng(3)
+    values, groups = _clustered(rng)
+    boot = ClusterBootstrap(groups, n_boot=200, seed=5)
+    via_stat = boot.stat(lambda i: values[i].mean())
+    assert via_stat == pytest.approx(boot.mean(values))
+    idx = boot.indices(0)
+    drawn = np.bincount(groups[idx], minlength=groups.max() + 1)
+    sizes = np.bincount(groups)
+    assert np.all(drawn % sizes == 0)                        # whole patients, as often as drawn
+    assert drawn.sum() == pytest.approx(boot.weights[0] @ sizes)
+
+
+def test_stat_skips_undefined_resamples_and_pairs_differences():
+    groups = np.arange(12)
+    a = np.linspace(0, 1, 12)
+    boot = ClusterBootstrap(groups, n_boot=300, seed=0)
+    undefined = boot.stat(lambda i: np.nan if len(set(i)) < 8 else a[i].mean())
+    assert np.isfinite(undefined["lo"]) and np.isfinite(undefined["hi"])
+    same = boot.stat(lambda i: a[i].mean() - a[i].mean())
+    assert same == {"value": 0.0, "lo": 0.0, "hi": 0.0}
+    assert np.isnan(ClusterBootstrap([], n_boot=10).stat(lambda i: 1.0)["value"])
