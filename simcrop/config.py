@@ -97,9 +97,11 @@ class ModelConfig:
     proj_dim: int = 256                   # shared space of patches and sentences
     topk: int = 32                        # patches pooled per sentence (inferred default)
     temperature: float = 0.07
-    negatives: str = "report"             # report: other sentences of the same report | batch
+    negatives: str = "report"             # report: other sentences of the same report | batch | both (ablation: sum)
     text_mask_prob: float = 0.75          # MLM masking of report tokens
     mlm_loss_on: str = "masked"           # masked | all (the authors' later code; padding included)
+    topk_selection: str = "features"      # features (authors) | position_centred: choose on features minus their
+    position_momentum: float = 0.99       # grid position's running mean (ablation: no picking by position)
     text_decoder_layers: int = 6
     text_decoder_heads: int = 6
     loss_weights: dict = field(default_factory=lambda: {"image": 1.0, "align": 1.0, "report": 1.0})

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from simcrop_kernels import topk_similarity
 
-NEGATIVES = ("report", "batch")
+NEGATIVES = ("report", "batch", "both")
 
 
 def sentence_features(token_feats: Tensor, token_sentence: Tensor) -> tuple[Tensor, Tensor]:
@@ -56,7 +56,8 @@ def _zero_like_graph(*tensors: Tensor) -> Tensor:
 
 def similarity_alignment_loss(sentences: Tensor, patches: Tensor, sentence_to_volume: Tensor, k: int,
                               temperature: float = 0.07, negatives: str = "report",
-                              patch_mask: Tensor | None = None, backend: str = "auto") -> dict:
+                              patch_mask: Tensor | None = None, backend: str = "auto",
+                              select_patches: Tensor | None = None) -> dict:
     """Two-way InfoNCE between sentences and their pooled top-K patches, summed over both directions.
 
     sentences (Ns, D), patches (B, N, D) float (normalised here); sentence_to_volume (Ns,) int64 = s(i).
@@ -76,6 +77,14 @@ def similarity_alignment_loss(sentences: Tensor, patches: Tensor, sentence_to_vo
     L_v→s asks volume s(i) to pick sentence i out of the sentences of other reports; the other sentences
     of its own report are also positives and are left out of its denominator. One volume: zero loss.
 
+    negatives="both" (an ablation, not the authors' form): the sum of the two losses above, so the
+    within-report contrast cannot be met without telling volumes apart. Returns the report form's dict
+    with that sum as its loss (and `loss_report`, `loss_batch`).
+
+    select_patches (B, N, D), optional: the features the top-K choice is made on (e.g. with each grid
+    position's mean removed, `model.topk_selection: position_centred`); the pooled a_i are still means of
+    the chosen `patches`. None: choose on `patches` (the authors' form).
+
     Returns dict(loss scalar, indices (Ns, K) own top-K patch indices, pooled (Ns, D) a_i,
     logits (Ns, Ns) [report] or (Ns, V) [batch], n_terms: sentences that contributed).
     """
@@ -85,17 +94,38 @@ def similarity_alignment_loss(sentences: Tensor, patches: Tensor, sentence_to_vo
         raise ValueError(f"temperature must be > 0; got {temperature}")
     # float32 throughout, also under bf16 autocast: logits reach 1/τ ≈ 14, where bf16 steps by 0.06
     with torch.autocast(device_type=sentences.device.type, enabled=False):
+        if negatives == "both":
+            own = _alignment_loss(sentences, patches, sentence_to_volume, k, temperature, "report", patch_mask,
+                                  backend, select_patches)
+            batch = _alignment_loss(sentences, patches, sentence_to_volume, k, temperature, "batch", patch_mask,
+                                    backend, select_patches)
+            return dict(own, loss=own["loss"] + batch["loss"], loss_report=own["loss"], loss_batch=batch["loss"])
         return _alignment_loss(sentences, patches, sentence_to_volume, k, temperature, negatives, patch_mask,
-                               backend)
+                               backend, select_patches)
 
 
-def _alignment_loss(sentences, patches, sentence_to_volume, k, temperature, negatives, patch_mask, backend):
+def _topk(u, z, k, mode, s2v, patch_mask, backend, select):
+    """topk_similarity on z, or the choice made on `select` with the pooled mean taken over z."""
+    if select is None:
+        return topk_similarity(u, z, k, mode=mode, sentence_to_volume=s2v, patch_mask=patch_mask, backend=backend)
+    res = topk_similarity(u, F.normalize(select.float(), dim=-1), k, mode=mode, sentence_to_volume=s2v,
+                          patch_mask=patch_mask, return_pooled=False, backend=backend)
+    if mode == "own":
+        pooled = z[s2v[:, None], res.indices].mean(1)                             # (Ns, D)
+    else:
+        V = z.shape[0]
+        pooled = z[torch.arange(V, device=z.device)[None, :, None], res.indices].mean(2)   # (Ns, V, D)
+    return res._replace(pooled=pooled)
+
+
+def _alignment_loss(sentences, patches, sentence_to_volume, k, temperature, negatives, patch_mask, backend,
+                    select=None):
     u = F.normalize(sentences.float(), dim=-1)
     z = F.normalize(patches.float(), dim=-1)
     s2v = sentence_to_volume.to(device=u.device, dtype=torch.long)
     Ns = u.shape[0]
     if negatives == "report":
-        res = topk_similarity(u, z, k, mode="own", sentence_to_volume=s2v, patch_mask=patch_mask, backend=backend)
+        res = _topk(u, z, k, "own", s2v, patch_mask, backend, select)
         a = F.normalize(res.pooled, dim=-1)                                     # (Ns, D)
         same = s2v[:, None] == s2v[None, :]
         logits = (u @ a.T / temperature).masked_fill(~same, float("-inf"))     # (Ns, Ns)
@@ -112,7 +142,7 @@ def _alignment_loss(sentences, patches, sentence_to_volume, k, temperature, nega
         return dict(out, loss=(per * weight).sum())
 
     V = patches.shape[0]
-    res = topk_similarity(u, z, k, mode="all", patch_mask=patch_mask, backend=backend)
+    res = _topk(u, z, k, "all", None, patch_mask, backend, select)
     pooled = F.normalize(res.pooled, dim=-1)                                    # (Ns, V, D)
     x = torch.einsum("sd,svd->sv", u, pooled) / temperature                     # (Ns, V)
     own = torch.arange(Ns, device=u.device)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from simcrop.config import ModelConfig
@@ -30,7 +31,8 @@ from simcrop.text.encoder import FrozenTextEncoder
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("simcrop", "simcrop_batchneg", "mae", "clip")
+OBJECTIVES = ("simcrop", "simcrop_batchneg", "mae", "clip", "supervised")
+TOPK_SELECTIONS = ("features", "position_centred")   # what the top-K choice is made on
 LOSS_NAMES = ("image", "align", "report")
 
 
@@ -44,6 +46,7 @@ def loss_weights(model_cfg: ModelConfig) -> dict[str, float]:
     if any(w < 0 for w in weights.values()):
         raise ValueError(f"model.loss_weights must be >= 0; got {weights}")
     return weights
+
 
 
 def combine(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> dict:
@@ -60,8 +63,11 @@ class SimCroP(nn.Module):
     def __init__(self, mae: MaskedAutoencoder3D, text_encoder: FrozenTextEncoder, proj_dim: int = 256,
                  topk: int = 32, temperature: float = 0.07, negatives: str = "report",
                  mlm_loss_on: str = "masked", text_decoder_layers: int = 6, text_decoder_heads: int = 6,
-                 weights: dict[str, float] | None = None, fusion_heads: int | None = None):
+                 weights: dict[str, float] | None = None, fusion_heads: int | None = None,
+                 topk_selection: str = "features", position_momentum: float = 0.99):
         super().__init__()
+        if topk_selection not in TOPK_SELECTIONS:
+            raise ValueError(f"model.topk_selection must be one of {TOPK_SELECTIONS}; got {topk_selection!r}")
         if negatives not in NEGATIVES:
             raise ValueError(f"model.negatives must be one of {NEGATIVES}; got {negatives!r}")
         if mlm_loss_on not in ("masked", "all"):
@@ -71,8 +77,11 @@ class SimCroP(nn.Module):
         self.mae = mae
         self.text_encoder = text_encoder
         width, text_width = mae.encoder.embed_dim, text_encoder.hidden_size
+        self.topk_selection, self.position_momentum = topk_selection, float(position_momentum)
         if self.weights["align"] > 0:
             self.patch_head = ProjectionHead(width, proj_dim)
+            if topk_selection == "position_centred":   # running mean of each grid position's feature
+                self.register_buffer("position_mean", torch.zeros(mae.encoder.num_patches, proj_dim))
             self.token_head = ProjectionHead(text_width, proj_dim)
         if self.weights["report"] > 0:
             self.fusion = FusionLayer(text_width, width, num_heads=fusion_heads or text_decoder_heads)
@@ -96,6 +105,24 @@ class SimCroP(nn.Module):
             self._warned_k = True
         return visible
 
+    @torch.no_grad()
+    def _selection(self, z: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor | None:
+        """What the top-K choice is made on. "features": z itself (None). "position_centred": z (normalised)
+        minus the running mean of its grid position over past batches, so a sentence cannot pick patches by
+        where they are rather than what they show; the mean is then updated with this batch (training)."""
+        if self.topk_selection == "features":
+            return None
+        zn = F.normalize(z.float(), dim=-1)                                      # (B, Nvis, D)
+        select = zn - self.position_mean[ids_keep]
+        if self.training:
+            flat, ids = zn.reshape(-1, zn.shape[-1]), ids_keep.reshape(-1)
+            sums = torch.zeros_like(self.position_mean).index_add_(0, ids, flat)
+            counts = torch.bincount(ids, minlength=self.position_mean.shape[0])
+            seen = counts > 0
+            m = self.position_momentum
+            self.position_mean[seen] = m * self.position_mean[seen] + (1 - m) * sums[seen] / counts[seen, None]
+        return select
+
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
         """batch: a ReportBatcher output (tensors on the model's device); generator: for the image mask."""
         w, diagnostics = self.weights, None
@@ -108,8 +135,9 @@ class SimCroP(nn.Module):
         if w["align"] > 0:
             tokens = self.text_encoder(batch["input_ids"], batch["attention_mask"])   # (B, L, H)
             sent, s2v = sentence_features(self.token_head(tokens), batch["token_sentence"])
-            out = similarity_alignment_loss(sent, self.patch_head(patches), s2v, self._k(patches.shape[1]),
-                                            self.temperature, self.negatives)
+            z = self.patch_head(patches)
+            out = similarity_alignment_loss(sent, z, s2v, self._k(patches.shape[1]), self.temperature,
+                                            self.negatives, select_patches=self._selection(z, enc["ids_keep"]))
             losses["align"] = out["loss"]
             if "lesion_map" in batch:         # where the picks land (pretrain.diagnostics)
                 diagnostics = alignment_diagnostics(out["indices"], enc["ids_keep"], s2v, batch["sentence_lesions"],
@@ -135,12 +163,14 @@ def build_text_encoder(model_cfg: ModelConfig) -> FrozenTextEncoder:
 def build_pretrain_model(model_cfg: ModelConfig, text_encoder: FrozenTextEncoder | None = None) -> nn.Module:
     """The pre-training module for `model_cfg.objective`; every one exposes `.encoder` and
     `forward(batch) -> {"loss", "losses"}`. text_encoder: reuse an already loaded one (tests)."""
-    from simcrop.model.baselines import ClipPretrain, MAEPretrain
+    from simcrop.model.baselines import ClipPretrain, MAEPretrain, SupervisedPretrain
 
     if model_cfg.objective not in OBJECTIVES:
         raise ValueError(f"model.objective must be one of {OBJECTIVES}; got {model_cfg.objective!r}")
     encoder = build_vit(model_cfg.vit, img_size=tuple(model_cfg.img_size), patch_size=tuple(model_cfg.patch_size),
                         pos_embed=model_cfg.pos_embed)
+    if model_cfg.objective == "supervised":         # the probe's upper bound: the 18 labels, no text side
+        return SupervisedPretrain(encoder)
     if model_cfg.objective == "clip":
         return ClipPretrain(encoder, text_encoder or build_text_encoder(model_cfg), model_cfg.proj_dim,
                             model_cfg.temperature, model_cfg.mask_ratio)
@@ -152,7 +182,8 @@ def build_pretrain_model(model_cfg: ModelConfig, text_encoder: FrozenTextEncoder
     negatives = "batch" if model_cfg.objective == "simcrop_batchneg" else model_cfg.negatives
     return SimCroP(mae, text_encoder or build_text_encoder(model_cfg), model_cfg.proj_dim, model_cfg.topk,
                    model_cfg.temperature, negatives, model_cfg.mlm_loss_on, model_cfg.text_decoder_layers,
-                   model_cfg.text_decoder_heads, weights)
+                   model_cfg.text_decoder_heads, weights, topk_selection=model_cfg.topk_selection,
+                   position_momentum=model_cfg.position_momentum)
 
 
 def build_collate(model_cfg: ModelConfig, tokenizer=None, seed: int = 0, bert_mix: bool = False) -> ReportBatcher:

@@ -136,3 +136,43 @@ def test_sentence_features_are_token_means():
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="negatives"):
         similarity_alignment_loss(torch.randn(2, 4), torch.randn(1, 6, 4), torch.tensor([0, 0]), 2, negatives="x")
+
+
+def test_both_negatives_sum_the_two_forms():
+    g = torch.Generator().manual_seed(4)
+    sent, patches = torch.randn(5, 8, generator=g), torch.randn(2, 10, 8, generator=g)
+    s2v = torch.tensor([0, 0, 0, 1, 1])
+    both = similarity_alignment_loss(sent, patches, s2v, k=3, negatives="both")
+    report = similarity_alignment_loss(sent, patches, s2v, k=3, negatives="report")
+    batch = similarity_alignment_loss(sent, patches, s2v, k=3, negatives="batch")
+    assert torch.allclose(both["loss"], report["loss"] + batch["loss"])
+    assert torch.equal(both["indices"], report["indices"]) and torch.equal(both["indices"], batch["indices"])
+
+
+def test_selection_features_choose_and_patches_pool():
+    """select_patches decides the top-K; the pooled region is still the mean of the chosen `patches`."""
+    g = torch.Generator().manual_seed(5)
+    sent, patches = torch.randn(4, 8, generator=g), torch.randn(2, 10, 8, generator=g, requires_grad=True)
+    s2v = torch.tensor([0, 0, 1, 1])
+    same = similarity_alignment_loss(sent, patches, s2v, k=3, select_patches=patches.detach())
+    plain = similarity_alignment_loss(sent, patches, s2v, k=3)
+    assert torch.equal(same["indices"], plain["indices"]) and torch.allclose(same["loss"], plain["loss"])
+    other = torch.randn(2, 10, 8, generator=g)
+    out = similarity_alignment_loss(sent, patches, s2v, k=3, select_patches=other)
+    from simcrop_kernels import topk_similarity
+    u = torch.nn.functional.normalize(sent, dim=-1)
+    expected = topk_similarity(u, torch.nn.functional.normalize(other, dim=-1), 3, mode="own",
+                               sentence_to_volume=s2v).indices
+    assert torch.equal(out["indices"], expected)
+    z = torch.nn.functional.normalize(patches.detach(), dim=-1)
+    pooled = torch.nn.functional.normalize(z[s2v[:, None], expected].mean(1), dim=-1)
+    assert torch.allclose(out["pooled"], pooled, atol=1e-6)
+    out["loss"].backward()
+    touched = patches.grad.abs().sum(-1) > 0
+    chosen = torch.zeros(2, 10, dtype=torch.bool)
+    for i, v in enumerate(s2v.tolist()):
+        chosen[v, expected[i]] = True
+    assert torch.equal(touched, chosen)
+    for negatives in ("batch", "both"):                        # the other forms accept it too
+        assert torch.isfinite(similarity_alignment_loss(sent, patches, s2v, k=3, negatives=negatives,
+                                                        select_patches=other)["loss"])

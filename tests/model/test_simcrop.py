@@ -112,3 +112,22 @@ def test_options_and_errors(text_encoder, samples, caplog):
         build_pretrain_model(tiny_cfg(objective="simclr"), text_encoder=text_encoder)
     with pytest.raises(ValueError, match="negatives"):
         build_pretrain_model(tiny_cfg(negatives="global"), text_encoder=text_encoder)
+
+
+def test_position_centred_selection_keeps_a_running_mean_per_grid_position(text_encoder, samples):
+    model, batch = build(tiny_cfg(topk_selection="position_centred", position_momentum=0.5, negatives="both"),
+                         text_encoder, samples)
+    assert "position_mean" in model.state_dict() and not model.position_mean.any()
+    model.train()
+    out = model(batch)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.position_mean.any()     # updated from this batch
+    seen = model.position_mean.abs().sum(1) > 0
+    assert 0 < int(seen.sum()) <= model.position_mean.shape[0]
+    before = model.position_mean.clone()
+    model.eval()
+    with torch.no_grad():
+        model(batch)
+    assert torch.equal(model.position_mean, before)                       # evaluation leaves it alone
+    with pytest.raises(ValueError, match="topk_selection"):
+        build(tiny_cfg(topk_selection="nope"), text_encoder, samples)
