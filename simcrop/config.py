@@ -154,6 +154,10 @@ class ProbeConfig:
     lr: float = 1.5e-3
     labels: list = field(default_factory=list)  # label names to probe; empty: every label of the manifest
     seed: int = 0
+    # features over what: "tiles" = the whole volume in model-crop tiles at half-crop stride, each voxel's
+    # patch token averaged over the tiles holding it, then over the volume (every voxel weighs the same);
+    # "center" = one centre crop (cuts off the periphery of a volume larger than the crop)
+    view: str = "tiles"
 
 
 @dataclass

@@ -3,8 +3,18 @@
 Feature: mean of the patch tokens (CLS excluded) of the last block's output, before the encoder's
 final LayerNorm: the official model is MAE's `global_pool=True` ViT, which drops `norm` for `fc_norm`.
 Head: LayerNorm without affine (the official `fc_norm` stays at its identity init, since it runs under
-no_grad) -> Linear (weights trunc-normal std 2e-5, zero bias). Features are computed once per encoder on
-the deterministic centre crop (`eval_transform`, no masking) and cached atomically.
+no_grad) -> Linear (weights trunc-normal std 2e-5, zero bias). Features are computed once per encoder and
+view (no masking, eval mode) and cached atomically:
+
+- view "tiles" (default, `probe.view`): the whole preprocessed volume, not a centre crop that cuts off
+  peripheral lesions. The volume is tiled with the model's crop at half-crop stride on one patch lattice
+  (`simcrop.evaluate.tiling`, as `simcrop heatmap` does; padding as the centre crop's, constant air). Each
+  lattice cell's patch token is averaged over the tiles holding it, then the cells are averaged weighted
+  by the share of their voxels inside the volume: every voxel of the volume weighs the same. (A plain mean
+  of all tiles' tokens would weigh the centre up to 8x the corners, since inner cells sit in up to 8
+  half-overlapping tiles, and would count cells of pure padding.) A volume no larger than the crop is one
+  tile, the centre crop, but padding-only cells do not count. Cost: one encoder pass per tile.
+- view "center": the deterministic centre crop (`eval_transform`), mean of all its patch tokens.
 
 Splits (patient level, from the manifest): `protocol="holdout"` (default) trains on `train`, picks
 the epoch on `val` and reports on `test`; a manifest without `val` rows gets val_fraction of the
@@ -14,6 +24,13 @@ pick the epoch on `test`, report on `test` (optimistic; for comparison with publ
 Multi-label (CT-RATE, RadChestCT): BCE; metrics per-class AUROC and their mean over classes whose
 test labels hold both values (others are null and counted in `n_classes_unscored`). Multi-class
 (CC-CCII): the manifest's labels are one-hot over the classes; cross-entropy; accuracy.
+
+Uncertainty: each fraction's "test" also holds "per_volume" {"volume_id", "patient_id", "labels" (label
+vectors; one-hot for multiclass), "probabilities" (sigmoid, or softmax for multiclass)} in test order,
+and "intervals" {"mean_auroc" | "accuracy": {"value", "lo", "hi"}}: the 95 % percentile interval over
+1000 patient-level bootstrap resamples of the test split (`ClusterBootstrap`, seed 0; a resample's mean
+AUROC averages the classes holding both labels in that resample). Same patients and seed in every
+objective's file, so `simcrop report` pairs the resamples for differences (SimCroP − MAE).
 """
 from __future__ import annotations
 
@@ -34,6 +51,8 @@ from tqdm import tqdm
 from simcrop.data.datasets import load_volume
 from simcrop.data.manifest import read_manifest
 from simcrop.data.transforms import apply, eval_transform
+from simcrop.evaluate.bootstrap import LEVEL, N_BOOT, ClusterBootstrap
+from simcrop.evaluate.tiling import tile_batches, tiling
 from simcrop.io import atomic_path, write_json_atomic
 from simcrop.model.vit3d import VisionTransformer3D, build_vit
 from simcrop.train.export import load_encoder_init
@@ -42,6 +61,9 @@ from simcrop.train.optim import build_optimizer, build_scheduler, clip_gradients
 log = logging.getLogger(__name__)
 PROTOCOLS = ("holdout", "val_is_test")
 TASKS = ("multilabel", "multiclass")
+VIEWS = ("tiles", "center")
+PAD_MODE = "constant"          # air padding, for the centre crop and the tiles alike
+BOOT_SEED = 0
 
 
 def build_encoder(model_cfg, img_size: Sequence[int] | None = None, encoder_path=None,
@@ -75,39 +97,75 @@ def build_encoder(model_cfg, img_size: Sequence[int] | None = None, encoder_path
 
 
 @torch.no_grad()
+def patch_tokens(encoder: VisionTransformer3D, x: torch.Tensor) -> torch.Tensor:
+    """x (B, 1, H, W, D) scaled HU -> (B, N, C): the last block's patch tokens (no CLS, no final norm)."""
+    _, hidden = encoder.forward_features(x, return_hidden=True)
+    return hidden[-1][:, 1:].float()
+
+
+@torch.no_grad()
 def pooled_features(encoder: VisionTransformer3D, x: torch.Tensor) -> torch.Tensor:
     """x (B, 1, H, W, D) scaled HU -> (B, C): mean of the last block's patch tokens (no CLS, no final norm)."""
-    _, hidden = encoder.forward_features(x, return_hidden=True)
-    return hidden[-1][:, 1:].mean(dim=1).float()
+    return patch_tokens(encoder, x).mean(dim=1)
+
+
+@torch.no_grad()
+def tiled_features(encoder: VisionTransformer3D, image: torch.Tensor, batch_size: int = 4,
+                   pad_mode: str = PAD_MODE) -> torch.Tensor:
+    """image (X, Y, Z) scaled HU, any size -> (C,): the whole-volume feature of view "tiles" (module
+    docstring): per lattice cell the mean token over the tiles holding it, averaged over the cells
+    weighted by their share of voxels inside the volume."""
+    layout = tiling(image.shape, encoder.img_size, encoder.patch_size)
+    inside = layout.inside_fraction()
+    weights = torch.from_numpy(inside / layout.coverage() / inside.sum()).float()       # (*cells)
+    device = next(encoder.parameters()).device
+    grid = encoder.grid_size
+    total = torch.zeros(encoder.embed_dim, dtype=torch.float64)
+    for corners, tiles in tile_batches(image, layout, pad_mode, batch_size):
+        tokens = patch_tokens(encoder, tiles.to(device)).cpu()                          # (B, N, C)
+        w = torch.stack([weights[layout.cell_slices(c, grid)].reshape(-1) for c in corners])   # (B, N)
+        total += torch.einsum("bn,bnc->c", w, tokens).double()
+    return total.float()
 
 
 def extract_features(encoder: VisionTransformer3D, volumes: Mapping[str, str], crop: Sequence[int] | None = None,
-                     batch_size: int = 4, cache_path=None, progress: bool = True) -> tuple[list[str], torch.Tensor]:
+                     batch_size: int = 4, cache_path=None, progress: bool = True,
+                     view: str = "center") -> tuple[list[str], torch.Tensor]:
     """Features of every volume {volume_id: preprocessed NIfTI path} -> (ids, (N, C) float32).
 
-    Centre crop of `crop` (default encoder.img_size), no masking, eval mode. With `cache_path`, a cache
-    holding every requested id for this crop is reused; otherwise all are computed and the cache is
-    (re)written atomically as {"ids", "features", "crop"}. The cache must be specific to one encoder.
+    view "center": centre crop of `crop` (default encoder.img_size); "tiles": the whole volume in tiles of
+    the encoder's crop (`tiled_features`; `crop` must then be the encoder's). No masking, eval mode. With
+    `cache_path`, a cache of this crop and view holding every requested id is reused; otherwise all are
+    computed and the cache is (re)written atomically as {"ids", "features", "crop", "view"}. The cache
+    must be specific to one encoder.
     """
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}; got {view!r}")
     crop = tuple(int(s) for s in (crop or encoder.img_size))
+    if view == "tiles" and crop != tuple(encoder.img_size):
+        raise ValueError(f"view 'tiles' uses the encoder's crop {tuple(encoder.img_size)}, not {crop}")
     ids = list(volumes)
     if cache_path is not None and Path(cache_path).exists():
         cached = torch.load(cache_path, map_location="cpu", weights_only=True)
         where = {v: i for i, v in enumerate(cached["ids"])}
-        if tuple(cached["crop"]) == crop and all(v in where for v in ids):
+        if tuple(cached["crop"]) == crop and cached.get("view", "center") == view and all(v in where for v in ids):
             log.info("features: %d volumes from cache %s", len(ids), cache_path)
             return ids, cached["features"][[where[v] for v in ids]]
-    transform = eval_transform(crop, pad_mode="constant")
     encoder.eval()
     device = next(encoder.parameters()).device
     feats = []
-    for start in tqdm(range(0, len(ids), batch_size), desc="probe features", disable=not progress):
-        batch = torch.stack([apply(transform, load_volume(volumes[v])) for v in ids[start:start + batch_size]])
-        feats.append(pooled_features(encoder, batch.to(device)).cpu())
+    if view == "tiles":
+        for v in tqdm(ids, desc="probe features (tiles)", disable=not progress):
+            feats.append(tiled_features(encoder, load_volume(volumes[v])[0], batch_size)[None])
+    else:
+        transform = eval_transform(crop, pad_mode=PAD_MODE)
+        for start in tqdm(range(0, len(ids), batch_size), desc="probe features", disable=not progress):
+            batch = torch.stack([apply(transform, load_volume(volumes[v])) for v in ids[start:start + batch_size]])
+            feats.append(pooled_features(encoder, batch.to(device)).cpu())
     features = torch.cat(feats) if feats else torch.zeros(0, encoder.embed_dim)
     if cache_path is not None:
         with atomic_path(cache_path) as tmp:
-            torch.save({"ids": ids, "features": features, "crop": list(crop)}, tmp)
+            torch.save({"ids": ids, "features": features, "crop": list(crop), "view": view}, tmp)
     return ids, features
 
 
@@ -168,6 +226,39 @@ def auroc_per_class(scores: np.ndarray, targets: np.ndarray) -> list[float | Non
     n_pos, n_neg = pos.sum(0), (~pos).sum(0)
     u = (ranks * pos).sum(0) - n_pos * (n_pos + 1) / 2
     return [float(u[k] / (n_pos[k] * n_neg[k])) if n_pos[k] and n_neg[k] else None for k in range(scores.shape[1])]
+
+
+def probabilities(logits: torch.Tensor, task: str) -> np.ndarray:
+    """(N, K) logits -> float64 probabilities: sigmoid (multilabel) or softmax (multiclass)."""
+    x = logits.double()
+    return (torch.softmax(x, dim=1) if task == "multiclass" else torch.sigmoid(x)).numpy()
+
+
+def main_statistic(task: str, labels, probs):
+    """fn(volume indices) -> the probe's main metric on those (repeated) volumes: mean AUROC over the
+    classes holding both labels there (multilabel; NaN if none), or accuracy (multiclass). For
+    `ClusterBootstrap.stat`. labels (N, K) 0/1 (one-hot for multiclass), probs (N, K)."""
+    labels, probs = np.asarray(labels, dtype=np.float64), np.asarray(probs, dtype=np.float64)
+    if task == "multiclass":
+        correct = (probs.argmax(1) == labels.argmax(1)).astype(np.float64)
+        return lambda idx: float(correct[idx].mean()) if len(idx) else float("nan")
+
+    def mean_auroc(idx):
+        scored = [a for a in auroc_per_class(probs[idx], labels[idx]) if a is not None]
+        return float(np.mean(scored)) if scored else float("nan")
+    return mean_auroc
+
+
+def per_volume_record(volume_ids: Sequence[str], patient_ids: Sequence[str], labels: np.ndarray, logits: torch.Tensor,
+                task: str, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> tuple[dict, dict]:
+    """(per_volume, intervals) for a fraction's "test" (module docstring)."""
+    probs = probabilities(logits, task)
+    key = "accuracy" if task == "multiclass" else "mean_auroc"
+    boot = ClusterBootstrap(list(patient_ids), n_boot=n_boot, seed=seed)
+    interval = boot.stat(main_statistic(task, labels, probs))
+    per_volume = {"volume_id": list(volume_ids), "patient_id": list(patient_ids),
+                  "labels": np.asarray(labels).astype(int).tolist(), "probabilities": probs.tolist()}
+    return per_volume, {key: interval}
 
 
 def _main_metric(metrics: dict) -> float:
@@ -284,12 +375,15 @@ def encoder_tag(encoder_path, seed: int, model_cfg=None, vit_overrides: dict | N
 def evaluate_probe(cfg, encoder_path, run_dir, out_json, fractions=(0.01, 0.1, 1.0), label_names=None,
                    task: str = "multilabel", protocol: str = "holdout", crop: Sequence[int] | None = None,
                    steps: int = 1000, batch_size: int = 32, lr: float = 1.5e-3, seed: int = 0,
-                   cache_dir=None, vit_overrides: dict | None = None, progress: bool = True) -> dict:
+                   cache_dir=None, vit_overrides: dict | None = None, progress: bool = True,
+                   view: str | None = None, n_boot: int = N_BOOT) -> dict:
     """Linear probe of one encoder at each data fraction -> metrics JSON at out_json (atomic); returns it.
 
     Reads <run_dir>/manifest.csv, qc.csv and preprocessed/volumes/. encoder_path None = random init.
-    Features are cached under cache_dir (default <out_json dir>/features/<encoder tag>.pt).
+    view: "tiles" | "center" (None: cfg.probe.view). Features are cached under cache_dir (default
+    <out_json dir>/features/<encoder tag>-<view>.pt).
     """
+    view = view or getattr(getattr(cfg, "probe", None), "view", "tiles")
     run_dir, out_json = Path(run_dir), Path(out_json)
     manifest = read_manifest(run_dir / "manifest.csv")
     ok = set(pd.read_csv(run_dir / "qc.csv", usecols=["volume_id"], dtype=str)["volume_id"])
@@ -299,10 +393,10 @@ def evaluate_probe(cfg, encoder_path, run_dir, out_json, fractions=(0.01, 0.1, 1
     splits = split_ids(manifest, protocol, cfg.data.val_fraction, cfg.data.split_seed)
     encoder = build_encoder(cfg.model, crop, encoder_path, vit_overrides, seed)
     tag = encoder_tag(encoder_path, seed, cfg.model, vit_overrides)
-    cache = Path(cache_dir or out_json.parent / "features") / f"{tag}.pt"
+    cache = Path(cache_dir or out_json.parent / "features") / f"{tag}-{view}.pt"
     wanted = list(dict.fromkeys(v for s in ("train", "val", "test") for v in splits[s]))
     ids, feats = extract_features(encoder, {v: str(vol_dir / f"{v}.nii.gz") for v in wanted},
-                                  crop, cache_path=cache, progress=progress)
+                                  crop, cache_path=cache, progress=progress, view=view)
     row = {v: i for i, v in enumerate(ids)}
     names, table = label_table(manifest, wanted, label_names)
     if task == "multiclass" and not (table.sum(1) == 1).all():
@@ -321,15 +415,21 @@ def evaluate_probe(cfg, encoder_path, run_dir, out_json, fractions=(0.01, 0.1, 1
     for f, subset in subsets.items():
         head, info = train_probe(*xy(subset), val_x, val_y, task, names, steps, batch_size, lr, seed=seed)
         with torch.no_grad():
-            test = probe_metrics(head(test_x), test_y, task, names)
+            test_logits = head(test_x)
+        test = probe_metrics(test_logits, test_y, task, names)
+        test["per_volume"], test["intervals"] = per_volume_record(
+            splits["test"], [patients[v] for v in splits["test"]], np.stack([lab[v] for v in splits["test"]]),
+            test_logits, task, n_boot)
         results[f"{100 * f:g}"] = {"fraction": f, "n_train": len(subset),
                                    "n_train_patients": len({patients[v] for v in subset}),
                                    "best_epoch": info["best_epoch"], "val_metric": info["val_metric"], "test": test}
         log.info("probe %s %g%%: n_train %d, val %s, test %s", tag, 100 * f, len(subset), info["val_metric"],
-                 {k: v for k, v in test.items() if k != "auroc"})
+                 {k: v for k, v in test.items() if k not in ("auroc", "per_volume")})
     metrics = {"task": task, "protocol": protocol, "encoder": str(encoder_path) if encoder_path else "random",
                "label_names": names, "feature_dim": int(feats.shape[1]),
-               "crop": list(crop or encoder.img_size), "steps": steps, "lr": lr, "seed": seed,
+               "crop": list(crop or encoder.img_size), "view": view, "steps": steps, "lr": lr, "seed": seed,
+               "bootstrap": {"unit": "patient", "n_boot": n_boot, "seed": BOOT_SEED, "level": LEVEL,
+                             "interval": "percentile"},
                "n": {s: len(splits[s]) for s in ("train", "val", "test")}, "fractions": results}
     write_json_atomic(out_json, metrics)
     return metrics

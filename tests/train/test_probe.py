@@ -15,8 +15,9 @@ from simcrop.config import from_dict
 from simcrop.data.manifest import empty_row, write_manifest
 from simcrop.model.vit3d import build_vit
 from simcrop.train import probe
-from simcrop.train.probe import (evaluate_probe, extract_features, nested_fractions, probe_metrics, split_ids,
-                                 train_probe)
+from simcrop.evaluate.tiling import tiling
+from simcrop.train.probe import (evaluate_probe, extract_features, main_statistic, nested_fractions, probe_metrics,
+                                 split_ids, tiled_features, train_probe)
 
 TINY = {"embed_dim": 48, "depth": 2, "num_heads": 3}
 MODEL = {"model": {"img_size": [32, 32, 16], "patch_size": [16, 16, 8]}}
@@ -105,6 +106,20 @@ def test_planted_signal_random_init_and_loaded_encoder(blob_run, tmp_path, monke
     assert full["n_train"] == metrics["n"]["train"] and metrics["n"]["val"] > 0
     assert full["test"]["auroc"]["Blob"] >= 0.8, full
     assert set(full["test"]["auroc"]) == {"Blob", "Coin"}
+    assert metrics["view"] == "tiles" and metrics["bootstrap"]["unit"] == "patient"
+    # per-volume test scores, and a patient-bootstrap interval around the mean AUROC they reproduce
+    per = full["test"]["per_volume"]
+    manifest = pd.read_csv(blob_run / "manifest.csv", dtype=str, keep_default_na=False).set_index("volume_id")
+    assert len(per["volume_id"]) == metrics["n"]["test"] == len(per["probabilities"]) == len(per["labels"])
+    assert per["patient_id"] == [manifest.loc[v, "patient_id"] for v in per["volume_id"]]
+    assert per["labels"] == [[json.loads(manifest.loc[v, "labels"])[k] for k in ("Blob", "Coin")]
+                             for v in per["volume_id"]]
+    probs = np.array(per["probabilities"])
+    assert probs.shape == (len(per["volume_id"]), 2) and ((probs >= 0) & (probs <= 1)).all()
+    stat = main_statistic("multilabel", per["labels"], probs)
+    assert stat(np.arange(len(probs))) == pytest.approx(full["test"]["mean_auroc"])
+    ci = full["test"]["intervals"]["mean_auroc"]
+    assert ci["value"] == pytest.approx(full["test"]["mean_auroc"]) and ci["lo"] < ci["value"] < ci["hi"]
 
     # a saved encoder: features come from it, are cached, and the second run reads the cache only
     torch.manual_seed(5)
@@ -117,7 +132,8 @@ def test_planted_signal_random_init_and_loaded_encoder(blob_run, tmp_path, monke
     assert first["fractions"]["100"]["test"]["auroc"]["Blob"] >= 0.8
     caches = sorted((tmp_path / "features").glob("*.pt"))
     assert [c.name.split("-")[0] for c in caches] == ["mae", "random"]
-    monkeypatch.setattr(probe, "pooled_features", lambda *a: pytest.fail("features recomputed"))
+    assert all(c.name.endswith("-tiles.pt") for c in caches)            # the view is part of the key
+    monkeypatch.setattr(probe, "patch_tokens", lambda *a: pytest.fail("features recomputed"))
     again = evaluate_probe(cfg, tmp_path / "mae" / "encoder.pt", blob_run, tmp_path / "mae2.json",
                            fractions=(1.0,), vit_overrides=TINY, protocol="val_is_test", progress=False)
     assert again["fractions"] == first["fractions"]
@@ -170,3 +186,54 @@ def test_auroc_matches_sklearn_with_ties():
     assert got[2] is None
     for k in range(2):
         assert got[k] == pytest.approx(roc_auc_score(targets[:, k], scores[:, k]), abs=1e-12)
+
+
+def _volume(shape=(60, 60, 30), seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).uniform(-0.9, -0.7, shape).astype(np.float32))
+
+
+def test_tiles_cover_every_voxel_and_weigh_voxels_equally():
+    layout = tiling((60, 60, 30), (32, 32, 16), (16, 16, 8))
+    seen = np.zeros(layout.padded, dtype=bool)
+    for x, y, z in layout.corners:
+        seen[x:x + 32, y:y + 32, z:z + 16] = True
+    (bx, by, bz) = layout.before
+    assert layout.n_tiles > 1 and seen[bx:bx + 60, by:by + 60, bz:bz + 30].all()
+    inside, coverage = layout.inside_fraction(), layout.coverage()
+    assert (coverage >= 1).all() and coverage.max() == 8 and coverage.min() == 1
+    assert inside.sum() * 16 * 16 * 8 == pytest.approx(60 * 60 * 30)       # the volume's voxels, once each
+
+
+def test_one_unpadded_tile_is_the_mean_of_its_tokens():
+    torch.manual_seed(0)
+    vit = build_vit(TINY, img_size=(32, 32, 16), patch_size=(16, 16, 8)).eval()
+    image = _volume((32, 32, 16))
+    assert torch.allclose(tiled_features(vit, image), probe.pooled_features(vit, image[None, None])[0], atol=1e-5)
+
+
+def test_a_corner_lesion_moves_the_tiled_feature_not_the_centre_crop(tmp_path):
+    torch.manual_seed(0)
+    vit = build_vit(TINY, img_size=(32, 32, 16), patch_size=(16, 16, 8))
+    clean = _volume()
+    lesion = clean.clone()
+    lesion[2:12, 2:12, 1:6] = 0.8                                   # the centre crop spans 14:46, 14:46, 7:23
+    paths = {}
+    for name, image in (("clean", clean), ("lesion", lesion)):
+        hu = (image.numpy() + 1) / 2 * 2000 - 1000                  # back to HU: load_volume scales again
+        nib.save(nib.Nifti1Image(np.round(hu).astype(np.int16), np.eye(4)), tmp_path / f"{name}.nii.gz")
+        paths[name] = tmp_path / f"{name}.nii.gz"
+    _, centre = extract_features(vit, paths, progress=False, view="center")
+    _, tiles = extract_features(vit, paths, progress=False, view="tiles", cache_path=tmp_path / "c.pt")
+    assert torch.allclose(centre[0], centre[1], atol=1e-6)
+    assert (tiles[0] - tiles[1]).abs().max() > 1e-3
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["view"] == "tiles"
+    _, again = extract_features(vit, paths, progress=False, view="center", cache_path=tmp_path / "c.pt")
+    assert torch.allclose(again, centre)                            # a cache of another view is not reused
+    with pytest.raises(ValueError, match="view"):
+        extract_features(vit, paths, progress=False, view="whole")
+
+
+def test_multiclass_statistic_is_accuracy():
+    labels = np.eye(3)[[0, 1, 2, 0]]
+    probs = np.eye(3)[[0, 1, 0, 0]] * 0.8 + 0.1
+    assert main_statistic("multiclass", labels, probs)(np.arange(4)) == 0.75
