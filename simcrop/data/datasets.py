@@ -7,7 +7,9 @@
     <preprocessed>/volumes/<volume_id>.nii.gz   int16 HU, RAS, clipped to [-1000, 1000]
 
 It keeps the volumes of one split that are in qc.csv and have at least one Findings sentence, and says
-how many it dropped for which reason. An index may be an int or an (index, epoch) pair: the pair is
+how many it dropped for which reason. With labels=True (the supervised objective) it also gives each
+sample its label vector and drops train volumes without labels (counted as "no labels" in the log): an
+all-zero vector would teach "normal" for a scan nobody labelled. An index may be an int or an (index, epoch) pair: the pair is
 what `simcrop.train.distributed.StepSampler` yields, and the augmentation of a sample is seeded from
 (seed, epoch, index) so it is the same whatever the worker count or resume point.
 """
@@ -26,7 +28,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from simcrop.data.manifest import read_manifest
+from simcrop.data.manifest import labels_of, read_manifest
 from simcrop.data.transforms import (apply, eval_transform, sample_seed, seed_transform, smaller_axes,
                                      train_transform)
 
@@ -88,16 +90,23 @@ class PretrainDataset(Dataset):
     mask_seed:  seed of this sample's report mask (simcrop.text.batch), from (seed, epoch, index)
     lesion_map, organ_map: (X, Y, Z) int16 label maps on the crop, only with maps=True (training
                 diagnostics); zeros / -1 where the run has none
+    labels:     (n_labels,) float32 0/1 in the order of `self.label_names`, only with labels=True (the
+                supervised objective); label_names: the given names, or the keys of the split's first
+                labelled manifest row in stored order (CT-RATE's 18, canonical order). Rows without labels
+                are dropped ("no labels"); a labelled row missing one of the names is an error.
     """
 
     def __init__(self, manifest_path, sentences_path, preprocessed_dir, qc_path, split: str = "train",
                  crop_size: Sequence[int] = (96, 96, 48), augment: bool = True, seed: int = 0,
                  flip_prob: float = 0.2, scale_crop: Sequence[float] = (0.8, 1.0), intensity_shift: float = 0.1,
-                 intensity_shift_prob: float = 0.1, pad_mode: str = "reflect", maps: bool = False):
+                 intensity_shift_prob: float = 0.1, pad_mode: str = "reflect", maps: bool = False,
+                 labels: bool = False, label_names: Sequence[str] | None = None):
         self.crop_size = tuple(int(s) for s in crop_size)
         if len(self.crop_size) != 3 or min(self.crop_size) < 1:
             raise ValueError(f"crop_size must be three positive sizes (x, y, z); got {list(crop_size)}")
         self.split, self.augment, self.seed, self.maps = split, augment, int(seed), bool(maps)
+        self.labels = bool(labels)
+        self.label_names: list[str] | None = list(label_names) if label_names else None
         self.volumes_dir = Path(preprocessed_dir) / "volumes"
         self.masks_dir = Path(preprocessed_dir) / "masks"
         self.items, self.dropped = self._select(Path(manifest_path), Path(sentences_path), Path(qc_path))
@@ -121,6 +130,10 @@ class PretrainDataset(Dataset):
         ok = set(qc_rows)
         sentences = read_sentences(sentences_path)
         dropped = {"not_in_qc": 0, "no_findings_sentence": 0, "missing_file": 0}
+        if self.labels:
+            dropped["no_labels"] = 0
+            if self.label_names is None:
+                self.label_names = next((list(d) for d in map(labels_of, rows.to_dict("records")) if d), None)
         items = []
         for row in rows.to_dict("records"):
             volume_id = str(row["volume_id"])
@@ -136,7 +149,18 @@ class PretrainDataset(Dataset):
             if not path.exists():
                 dropped["missing_file"] += 1
                 continue
-            items.append({"volume_id": volume_id, "scan_id": str(row["scan_id"]), "path": str(path),
+            extra = {}
+            if self.labels:
+                values = labels_of(row)
+                if not values:
+                    dropped["no_labels"] += 1
+                    continue
+                missing = [name for name in self.label_names if name not in values]
+                if missing:
+                    raise ValueError(f"{manifest_path}: volume {volume_id!r} has labels but not {missing[:5]} "
+                                     f"(label names: {self.label_names})")
+                extra["labels"] = [float(values[name]) for name in self.label_names]
+            items.append({**extra, "volume_id": volume_id, "scan_id": str(row["scan_id"]), "path": str(path),
                           "findings": row["findings"], "impressions": row["impressions"], "sentences": findings,
                           "qc": [qc_rows[volume_id].get(k, "") for k in QC_FINGERPRINT]})
         summary = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in dropped.items())
@@ -156,6 +180,7 @@ class PretrainDataset(Dataset):
         spacing, HU statistics; not timings or paths), in order. A checkpoint trained on other data has
         another fingerprint, without hashing every voxel of a 47k-volume dataset."""
         keys = ("volume_id", "scan_id", "findings", "impressions", "sentences", "qc")
+        keys += ("labels",) if self.labels else ()          # unchanged fingerprints for the other objectives
         text = json.dumps([{k: item[k] for k in keys} for item in self.items], sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -177,6 +202,8 @@ class PretrainDataset(Dataset):
         sample = {"volume_id": item["volume_id"], "scan_id": item["scan_id"], "image": out[:1],
                   "findings": item["findings"], "impressions": item["impressions"], "sentences": item["sentences"],
                   "mask_seed": sample_seed(self.seed, epoch, index, MASK_STREAM)}
+        if self.labels:
+            sample["labels"] = torch.tensor(item["labels"], dtype=torch.float32)
         if self.maps:
             sample.update(lesion_map=out[1].round().short(), organ_map=out[2].round().short())
         return sample

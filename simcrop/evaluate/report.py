@@ -45,7 +45,7 @@ from simcrop.io import atomic_path, write_csv_atomic, write_json_atomic, write_t
 
 log = logging.getLogger(__name__)
 
-ROW_ORDER = ("random", "mae", "clip", "simcrop", "simcrop_batchneg")  # others after, alphabetically
+ROW_ORDER = ("random", "mae", "clip", "simcrop", "simcrop_batchneg", "supervised")  # others after, alphabetically
 HEATMAP_OBJECTIVE = "simcrop"     # its grounding figures come first: the method the README shows
 MAIN_DATASET = "main"             # the pre-training corpus's test split: first among datasets
 LOSS_CURVE_DIR = Path("dvclive/plots/metrics/train")

@@ -4,6 +4,9 @@
 entry of the config's `downstream` mapping, ingested and preprocessed (with the main `preprocess`
 settings, so the encoder sees the spacing it was trained on) into `<run_dir>/downstream/<name>/`.
 Pre-trained encoders come from `<run_dir>/pretrain/<objective>/`; "random" is the untrained baseline.
+Objectives without a text side (`IMAGE_ONLY`: MAE, and the supervised upper bound for the probe) still get
+zero-shot/retrieval/grounding jobs: each writes an `"applicable": false` file (the model has no
+image-text heads, `simcrop.evaluate.embed.NotApplicableError`), which the results table shows as "n/a".
 """
 from __future__ import annotations
 
@@ -14,6 +17,12 @@ from simcrop.config import Config, DataConfig
 
 MAIN = "main"
 RANDOM = "random"
+IMAGE_ONLY = ("mae", "supervised")         # no text side: text tasks are "n/a" for these objectives
+
+
+def has_text_side(objective: str) -> bool:
+    """False for the random baseline and the image-only objectives (their text tasks are n/a)."""
+    return objective != RANDOM and objective not in IMAGE_ONLY
 
 
 def data_dir(cfg: Config, name: str) -> Path:

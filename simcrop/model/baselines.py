@@ -1,6 +1,7 @@
-"""Baselines trained in the same framework as SimCroP (method.md §5): MAE only, and global CLIP-style.
+"""Baselines trained in the same framework as SimCroP (method.md §5): MAE only, global CLIP-style, and a
+supervised upper bound for the probe (the same ViT trained on the manifest's labels).
 
-Both take the same `ReportBatcher` batch and return `{"loss", "losses"}` like `SimCroP`, and expose
+All take the same `ReportBatcher` batch and return `{"loss", "losses"}` like `SimCroP`, and expose
 `.encoder` (the VisionTransformer3D) for export.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simcrop.data.labels import CTRATE_LABELS
 from simcrop.model.mae import MaskedAutoencoder3D, random_masking
 from simcrop.model.projection import ProjectionHead
 from simcrop.model.simcrop import combine
@@ -85,3 +87,44 @@ class ClipPretrain(nn.Module):
         image = self.image_features(batch["image"], generator)
         text = self.text_features(batch["input_ids"], batch["attention_mask"], batch["findings_mask"])
         return combine({"clip": clip_loss(image, text, self.temperature)}, {"clip": 1.0})
+
+
+class SupervisedPretrain(nn.Module):
+    """Supervised upper bound for the linear probe; losses = {"supervised"}.
+
+    The same ViT on every patch (no masking) → mean of the patch tokens → LayerNorm → Linear(n_labels),
+    binary cross-entropy with logits against `batch["labels"]` (B, n_labels) float 0/1 (multi-hot, the
+    order of `PretrainDataset(labels=True).label_names`). Only `.encoder` is exported; the head is not.
+    n_labels defaults to CT-RATE's 18 abnormality labels.
+    """
+
+    def __init__(self, encoder: VisionTransformer3D, n_labels: int = len(CTRATE_LABELS)):
+        super().__init__()
+        if n_labels < 1:
+            raise ValueError(f"n_labels must be >= 1; got {n_labels}")
+        self._encoder = encoder
+        self.n_labels = int(n_labels)
+        self.fc_norm = nn.LayerNorm(encoder.embed_dim)
+        self.label_head = nn.Linear(encoder.embed_dim, self.n_labels)
+
+    @property
+    def encoder(self) -> VisionTransformer3D:
+        return self._encoder
+
+    def logits(self, imgs: torch.Tensor) -> torch.Tensor:
+        """imgs (B, 1, H, W, D) → (B, n_labels) logits from the mean of all patch tokens."""
+        latent = self._encoder.forward_features(imgs)
+        return self.label_head(self.fc_norm(latent[:, 1:].mean(dim=1)))
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        if "labels" not in batch:
+            raise ValueError("the supervised objective needs batch['labels']: build the dataset with "
+                             "PretrainDataset(..., labels=True)")
+        targets = batch["labels"]
+        if targets.ndim != 2 or targets.shape[1] != self.n_labels:
+            raise ValueError(f"batch['labels'] has shape {tuple(targets.shape)}; the supervised head has "
+                             f"{self.n_labels} outputs (expected (B, {self.n_labels}))")
+        logits = self.logits(batch["image"])
+        with torch.autocast(device_type=logits.device.type, enabled=False):     # float32 loss under autocast
+            loss = F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+        return combine({"supervised": loss}, {"supervised": 1.0})

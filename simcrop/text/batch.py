@@ -63,6 +63,8 @@ class ReportBatcher:
         mlm_all_labels   (B, L) int64, input_ids everywhere (loss on all positions, padding included)
         sentence_lesions list (per sample) of lists (per kept sentence) of lesion ids
         lesion_map, organ_map (B, X, Y, Z) int16, only when every sample carries them (pretrain.diagnostics)
+        labels           (B, n_labels) float32 multi-hot, only when the samples carry `labels` (the
+                         supervised objective; `PretrainDataset(labels=True)`); some but not all: ValueError
         truncated_reports int, reports cut at max_tokens (the first one per batcher is logged as a warning)
         dropped_sentences int, sentences whose tokens were all truncated away
     """
@@ -130,6 +132,11 @@ class ReportBatcher:
         mlm_input_ids, mlm_labels = self.mask_tokens(input_ids, real, generators)
         maps = {key: torch.stack([s[key] for s in samples]) for key in ("lesion_map", "organ_map")
                 if all(key in s for s in samples)}                 # training diagnostics, when loaded
+        carrying = [s for s in samples if "labels" in s]
+        if carrying:                                                   # the supervised objective's targets
+            if len(carrying) != len(samples):
+                raise ValueError(f"{len(carrying)} of {len(samples)} samples carry labels; all or none must")
+            maps["labels"] = torch.stack([torch.as_tensor(s["labels"], dtype=torch.float32) for s in samples])
         return dict(
             **maps,
             image=torch.stack([torch.as_tensor(s["image"], dtype=torch.float32) for s in samples]),

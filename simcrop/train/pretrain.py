@@ -243,7 +243,8 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
             preprocessed or run_dir / "preprocessed", qc or run_dir / "qc.csv", split="train",
             crop_size=cfg.model.img_size, augment=True, seed=pc.seed, flip_prob=pc.flip_prob,
             scale_crop=pc.scale_crop, intensity_shift=pc.intensity_shift,
-            intensity_shift_prob=pc.intensity_shift_prob, pad_mode=pad_mode, maps=pc.diagnostics)
+            intensity_shift_prob=pc.intensity_shift_prob, pad_mode=pad_mode, maps=pc.diagnostics,
+            labels=cfg.model.objective == "supervised")
         data_fingerprint = dataset.fingerprint()
         if info.is_main:                       # a SIGKILL during a save leaves its temporary file behind
             remove_stale_temp_files(out_dir, OWN_FILES)  # --out-dir may be shared: only our own names

@@ -119,3 +119,37 @@ def test_missing_inputs_are_named(tmp_path):
     (root / "qc.csv").unlink()
     with pytest.raises(FileNotFoundError, match="qc.csv"):
         dataset(root)
+
+
+def _label_rows(root, labels: dict):
+    """Give manifest rows labels: {volume_id: {name: 0/1}} (rows not named keep none)."""
+    from simcrop.data.manifest import read_manifest
+    frame = read_manifest(root / "manifest.csv")
+    frame["labels"] = [json.dumps(labels[v]) if v in labels else "" for v in frame["volume_id"]]
+    write_manifest(root / "manifest.csv", frame)
+
+
+def test_labels_option_gives_the_rows_label_vector_and_drops_unlabelled(tmp_path, caplog):
+    root = make_run(tmp_path, n=4)
+    _label_rows(root, {"vol0": {"Emphysema": 1, "Lung nodule": 0, "Cardiomegaly": 1},
+                       "vol1": {"Emphysema": 0, "Lung nodule": 1, "Cardiomegaly": 0},
+                       "vol3": {"Cardiomegaly": 0, "Lung nodule": 0, "Emphysema": 1}})     # other key order
+    plain = dataset(root, augment=False)
+    assert "labels" not in plain[0] and "no_labels" not in plain.dropped and len(plain) == 4
+    with caplog.at_level(logging.INFO, logger="simcrop.data.datasets"):
+        ds = dataset(root, augment=False, labels=True)
+    assert "1 no labels" in caplog.text
+    assert ds.label_names == ["Emphysema", "Lung nodule", "Cardiomegaly"]     # the first labelled row's order
+    assert [item["volume_id"] for item in ds.items] == ["vol0", "vol1", "vol3"] and ds.dropped["no_labels"] == 1
+    vectors = [ds[i]["labels"] for i in range(3)]
+    assert all(v.dtype == torch.float32 and v.shape == (3,) for v in vectors)
+    assert [v.tolist() for v in vectors] == [[1, 0, 1], [0, 1, 0], [1, 0, 0]]
+    assert torch.equal(ds[0]["image"], plain[0]["image"])                   # the image is unchanged
+    assert ds.fingerprint() != dataset(root, augment=False, labels=True, label_names=["Cardiomegaly"]).fingerprint()
+    named = dataset(root, augment=False, labels=True, label_names=["Cardiomegaly", "Emphysema"])
+    assert named[2]["labels"].tolist() == [0, 1]
+    with pytest.raises(ValueError, match="has labels but not"):
+        dataset(root, labels=True, label_names=["Atelectasis"])
+    _label_rows(root, {})
+    with pytest.raises(EmptyDatasetError, match="4 no labels"):
+        dataset(root, labels=True)

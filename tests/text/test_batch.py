@@ -110,3 +110,15 @@ def test_sample_mask_seed_fixes_its_mask_whatever_the_batch(tokenizer, splitter)
     assert (together["mlm_labels"][1, n:] == -100).all()
     other = ReportBatcher(tokenizer, max_tokens=64, seed=3)([{**short, "mask_seed": 99}])
     assert not torch.equal(other["mlm_labels"], alone["mlm_labels"])
+
+
+def test_labels_pass_through_when_the_samples_carry_them(tokenizer, splitter):
+    batcher = ReportBatcher(tokenizer, max_tokens=64, seed=0)
+    plain = [sample(splitter), sample(splitter, volume_id="train_2_a_1")]
+    assert "labels" not in batcher(plain)                                   # other objectives: unchanged
+    labelled = [{**s, "labels": torch.tensor(v)} for s, v in zip(plain, ([1.0, 0.0, 1.0], [0.0, 0.0, 1.0]))]
+    batch = batcher(labelled)
+    assert batch["labels"].dtype == torch.float32 and batch["labels"].tolist() == [[1, 0, 1], [0, 0, 1]]
+    assert torch.equal(batch["input_ids"], batcher(plain)["input_ids"])
+    with pytest.raises(ValueError, match="1 of 2 samples carry labels"):
+        batcher([labelled[0], plain[1]])

@@ -1,13 +1,14 @@
-# Pre-training: one job per objective (SimCroP, its batch-negative variant, and the baselines).
+# Pre-training: one job per objective (SimCroP, its batch-negative variant, the baselines, and the
+# supervised upper bound for the probe).
 
 
 wildcard_constraints:
-    objective="random|simcrop|simcrop_batchneg|mae|clip",
+    objective="random|simcrop|simcrop_batchneg|mae|clip|supervised",
 
 
 rule pretrain:
     wildcard_constraints:
-        objective="simcrop|simcrop_batchneg|mae|clip",
+        objective="simcrop|simcrop_batchneg|mae|clip|supervised",
     input:
         manifest=f"{RUN}/manifest.csv",
         sentences=f"{RUN}/sentences.jsonl",
