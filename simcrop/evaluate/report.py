@@ -18,13 +18,17 @@ of each job that has a Snakemake benchmark file under run_dir/benchmarks/<rule>/
 Column names: "probe <dataset> AUROC|acc <pct>%", "segment <dataset> Dice <pct>%", "zero-shot AUROC",
 "R@1|R@5|R@10|mAP report→volume|volume→report", "grounding hit", "hit ÷ chance", "pointing".
 
-Grounding cells read `value [lo, hi]` where grounding.json carries a 95 % patient-level bootstrap interval.
+Grounding and probe cells read `value [lo, hi]` where the file carries a 95 % patient-level bootstrap
+interval (grounding.json "intervals"; a probe fraction's "test" "intervals").
 Its controls get rows of their own under the objectives, with grounding cells only: "location prior" (the
 sentence's location words on the anatomy maps, no image; from HEATMAP_OBJECTIVE's file, else the first)
 and "<objective> content-shuffled" (that model on another patient's patch features, positions kept). A
 "Differences" block under the table gives paired differences with intervals: each patch-feature objective
 minus the location prior and minus its content-shuffled control, the main objective minus the other
-objectives scored on the same sentences, and SimCroP − MAE where per-patient data exist (or says why not).
+objectives scored on the same sentences, and, for the linear probe, SimCroP − MAE and SimCroP − random
+(PROBE_BASELINES) per dataset and fraction: mean AUROC (accuracy for multiclass) recomputed from the probe
+JSONs' per-volume test scores on the same test volumes and the same patient resamples (or a note on why
+there is none: files without per-volume scores, different test volumes).
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from simcrop.evaluate.bootstrap import format_interval
+from simcrop.evaluate.bootstrap import N_BOOT, ClusterBootstrap, format_interval
 from simcrop.evaluate.metrics import json_safe
 from simcrop.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 
 ROW_ORDER = ("random", "mae", "clip", "simcrop", "simcrop_batchneg", "supervised")  # others after, alphabetically
 HEATMAP_OBJECTIVE = "simcrop"     # its grounding figures come first: the method the README shows
+PROBE_MAIN, PROBE_BASELINES = "simcrop", ("mae", "random")    # probe differences: main − each baseline
 MAIN_DATASET = "main"             # the pre-training corpus's test split: first among datasets
 LOSS_CURVE_DIR = Path("dvclive/plots/metrics/train")
 NOT_LOSS_TERMS = frozenset({"lr", "data_wait_s", "data_wait_share", "samples_per_s"})
@@ -213,14 +218,19 @@ def collect(run_dir) -> dict:
 
 # ---------------------------------------------------------------- table
 
+def _fraction_column(task: str, dataset: str, entry: dict, pct: str) -> str:
+    return f"{task} {dataset} {FRACTION_METRICS[entry['kind']][2]} {pct}%"
+
+
 def _fraction_cells(parts: dict) -> list[dict]:
     cells = []
     for rank, task in enumerate(FRACTION_TASKS):
         for dataset, entries in parts.get(task, {}).items():
             for pct, entry in entries.items():
                 test_key, _, label = FRACTION_METRICS[entry["kind"]]
-                cells.append({"column": f"{task} {dataset} {label} {pct}%", "key": f"{task}/{dataset}/{pct}",
+                cells.append({"column": _fraction_column(task, dataset, entry, pct), "key": f"{task}/{dataset}/{pct}",
                               "value": _lookup(entry, ("test", test_key)), "applicable": True, "chance": None,
+                              "interval": _interval((entry.get("test") or {}).get("intervals"), (test_key,)),
                               "order": (rank, int(dataset != MAIN_DATASET), dataset, label, _pct_order(pct))})
     return cells
 
@@ -319,8 +329,8 @@ def differences(collected: dict, names: Sequence[str]) -> tuple[list[dict], list
 
     Rows {"a", "b", "column", "value", "lo", "hi"}: each objective minus its grounding controls (from its
     grounding.json "differences"), the main grounding objective minus every other objective whose grounding
-    was scored on the same sentences (bootstrapped here from the "per_sentence" records), and notes for
-    SimCroP − MAE where no per-patient data exist.
+    was scored on the same sentences (bootstrapped here from the "per_sentence" records), the probe's
+    PROBE_MAIN − PROBE_BASELINES (`probe_differences`), and notes on what has no interval and why.
     """
     from simcrop.evaluate.grounding import bootstrap_grounding
 
@@ -345,20 +355,58 @@ def differences(collected: dict, names: Sequence[str]) -> tuple[list[dict], list
         boot = bootstrap_grounding(joint)["differences"]["model_minus_location_prior"]
         rows += [{"a": main, "b": name, "column": column, **_interval(boot, (key,))}
                  for key, column in GROUNDING_DIFFERENCE_COLUMNS.items() if _interval(boot, (key,))]
-    simcrop = "simcrop" if "simcrop" in names else None
-    if simcrop and "mae" in names:
-        if not any(r["a"] == simcrop and r["b"] == "mae" for r in rows):
-            notes.append("simcrop − mae, grounding: no interval — MAE has no text side, so no grounding scores.")
-        probes = [(dataset, pct) for dataset, entries in found.get("mae", {}).get("probe", {}).items()
-                  for pct in entries if pct in found.get(simcrop, {}).get("probe", {}).get(dataset, {})]
-        with_volumes = [(d, p) for d, p in probes
-                        if all("per_volume" in (found[o]["probe"][d][p].get("test") or {}) for o in (simcrop, "mae"))]
-        if probes and not with_volumes:
-            notes.append("simcrop − mae, probe: no interval — the probe JSONs hold no per-volume test scores "
-                         "to resample by patient (only the test summary).")
-        elif with_volumes:
-            notes.append("simcrop − mae, probe: per-volume test scores found but not bootstrapped by this "
-                         "report yet.")
+    if "simcrop" in names and "mae" in names and "grounding" in found.get("simcrop", {}) and \
+            not any(r["a"] == "simcrop" and r["b"] == "mae" for r in rows):
+        notes.append("simcrop − mae, grounding: no interval — MAE has no text side, so no grounding scores.")
+    probe_rows, probe_notes = probe_differences(found, names)
+    return rows + probe_rows, notes + probe_notes
+
+
+def _paired_probe(a: dict, b: dict) -> dict | str:
+    """main metric of fraction entry a − that of b with its interval, paired over the same test volumes
+    and patient resamples; or why there is none."""
+    from simcrop.train.probe import main_statistic
+
+    pa, pb = ((e.get("test") or {}).get("per_volume") for e in (a, b))
+    if not (isinstance(pa, dict) and isinstance(pb, dict)):
+        return "the probe JSONs hold no per-volume test scores (written before they were stored)"
+    if a["kind"] != b["kind"]:
+        return f"different tasks ({a['kind']}, {b['kind']})"
+    row_b = {v: i for i, v in enumerate(pb["volume_id"])}
+    if sorted(pa["volume_id"]) != sorted(row_b) or len(row_b) != len(pb["volume_id"]):
+        return "different test volumes"
+    order = [row_b[v] for v in pa["volume_id"]]
+    if [pb["patient_id"][i] for i in order] != list(pa["patient_id"]) or \
+            [pb["labels"][i] for i in order] != list(pa["labels"]):
+        return "the same test volumes carry different patients or labels"
+    fa = main_statistic(a["kind"], pa["labels"], pa["probabilities"])
+    fb = main_statistic(a["kind"], pa["labels"], [pb["probabilities"][i] for i in order])
+    boot = ClusterBootstrap(pa["patient_id"], n_boot=N_BOOT, seed=0)
+    return boot.stat(lambda idx: fa(idx) - fb(idx))
+
+
+def probe_differences(collected_objectives: dict, names: Sequence[str]) -> tuple[list[dict], list[str]]:
+    """PROBE_MAIN − each of PROBE_BASELINES, per dataset and fraction both probed: rows {"a", "b", "column",
+    "value", "lo", "hi"} (column as in the table) and a note per pair of objectives for fractions without."""
+    rows, notes = [], []
+    main = collected_objectives.get(PROBE_MAIN, {}).get("probe", {}) if PROBE_MAIN in names else {}
+    for base in PROBE_BASELINES:
+        other = collected_objectives.get(base, {}).get("probe", {}) if base in names else {}
+        missing: dict[str, list[str]] = {}
+        for dataset in sorted(main, key=lambda d: (d != MAIN_DATASET, d)):          # the table's column order
+            for pct, entry in sorted(main[dataset].items(), key=lambda item: _pct_order(item[0])):
+                if pct not in other.get(dataset, {}):
+                    continue
+                column = _fraction_column("probe", dataset, entry, pct)
+                diff = _paired_probe(entry, other[dataset][pct])
+                if isinstance(diff, str):
+                    missing.setdefault(diff, []).append(column)
+                elif _number(diff["value"]) is not None:
+                    rows.append({"a": PROBE_MAIN, "b": base, "column": column,
+                                 **{k: _number(diff[k]) for k in ("value", "lo", "hi")}})
+        notes += [f"{PROBE_MAIN} − {base}, probe: no interval for {', '.join(columns)} — {why}."
+                  for why, columns in missing.items()]
+    return rows, notes
     return rows, notes
 
 
@@ -543,7 +591,8 @@ def markdown_report(frame: pd.DataFrame, images: Sequence[tuple[str, str]], titl
         lines += ["", f"Chance levels: {levels}."]
     diffs = _difference_lines(frame)
     if diffs:
-        lines += ["", "Differences (paired, same test sentences; 95 % patient-level bootstrap interval):", ""]
+        lines += ["", "Differences (paired, same test sentences or volumes; 95 % patient-level bootstrap "
+                  "interval):", ""]
         lines += [f"- {line}" for line in diffs]
     for caption, link in images:
         lines += ["", f"![{caption}]({link})"]
@@ -582,7 +631,7 @@ def html_report(frame: pd.DataFrame, title: str = "") -> str:
     diffs = _difference_lines(frame)
     if diffs:
         body += ["<h2>Differences</h2>",
-                 "<p>Paired, same test sentences; 95 % patient-level bootstrap interval.</p>",
+                 "<p>Paired, same test sentences or volumes; 95 % patient-level bootstrap interval.</p>",
                  "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in diffs) + "</ul>"]
     return _html_page(title or "Results", body)
 

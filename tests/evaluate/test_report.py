@@ -302,3 +302,65 @@ def test_differences_block_has_intervals_and_says_what_is_missing(controls_repor
     assert shifted["value"] < 0
     page = (out / "results.html").read_text(encoding="utf-8")
     assert "<h2>Differences</h2>" in page and "simcrop − location prior" in page
+
+
+def _probe_with_volumes(path: Path, pct: str, signal: float, seed: int, n_patients: int = 30,
+                        task: str = "multilabel") -> dict:
+    """A probe JSON as evaluate_probe writes it: per-volume test scores (two volumes per patient, the same
+    volumes, patients and labels in every file) and the interval; `signal` scales how well scores rank."""
+    import numpy as np
+    import torch
+
+    from simcrop.train.probe import per_volume_record, probabilities, probe_metrics
+
+    labels = (np.random.default_rng(0).random((2 * n_patients, 2)) < 0.4).astype(np.float32)
+    if task == "multiclass":
+        labels = np.eye(3, dtype=np.float32)[np.random.default_rng(0).integers(0, 3, 2 * n_patients)]
+    logits = torch.from_numpy(signal * labels + np.random.default_rng(seed).normal(0, 1, labels.shape)).float()
+    vids = [f"v{i}" for i in range(2 * n_patients)]
+    pids = [f"p{i // 2}" for i in range(2 * n_patients)]
+    names = [f"c{k}" for k in range(labels.shape[1])]
+    y = torch.from_numpy(labels).argmax(1) if task == "multiclass" else torch.from_numpy(labels)
+    test = probe_metrics(logits, y, task, names)
+    test["per_volume"], test["intervals"] = per_volume_record(vids, pids, labels, logits, task, n_boot=300)
+    assert probabilities(logits, task).shape == labels.shape
+    _json(path, {"task": task, "protocol": "holdout", "label_names": names, "view": "tiles",
+                 "fractions": {pct: {"fraction": float(pct) / 100, "n_train": 5, "test": test}}})
+    return test
+
+
+@pytest.fixture(scope="module")
+def probe_ci_report(tmp_path_factory):
+    run = tmp_path_factory.mktemp("probe_ci_run")
+    ev, tests = run / "evaluate", {}
+    for name, signal, seed in (("random", 0.0, 1), ("mae", 1.0, 2), ("simcrop", 2.5, 3)):
+        tests[name] = _probe_with_volumes(ev / name / "probe/main/100.json", "100", signal, seed)
+        _probe(ev / name / "probe/main/10.json", {"10": 0.6})                    # an old file: no per-volume scores
+        _probe_with_volumes(ev / name / "probe/ccccii/100.json", "100", signal, seed, task="multiclass")
+    out = tmp_path_factory.mktemp("probe_ci_report")
+    return out, write_report(run, out, n_heatmaps=0), tests
+
+
+def test_probe_cells_show_intervals_and_differences_are_paired(probe_ci_report):
+    import re
+
+    out, results, tests = probe_ci_report
+    table = _md_table((out / "results.md").read_text(encoding="utf-8"))
+    interval = re.compile(r"^\d+\.\d{3} \[\d+\.\d{3}, \d+\.\d{3}\]$")
+    for name in ("random", "mae", "simcrop"):
+        for column in ("probe main AUROC 100%", "probe ccccii acc 100%"):
+            assert interval.match(table[name][column]), (name, column, table[name][column])
+        assert table[name]["probe main AUROC 10%"] == "0.600"                   # no interval in the file: none shown
+        ci = results["intervals"][name]["probe main AUROC 100%"]
+        assert ci["lo"] < results["rows"][name]["probe main AUROC 100%"] < ci["hi"]
+    diffs = {(r["a"], r["b"], r["column"]): r for r in results["differences"]}
+    for base in ("mae", "random"):
+        d = diffs[("simcrop", base, "probe main AUROC 100%")]
+        want = tests["simcrop"]["mean_auroc"] - tests[base]["mean_auroc"]
+        assert d["value"] == pytest.approx(want) and d["lo"] < d["value"] < d["hi"]
+        assert ("simcrop", base, "probe ccccii acc 100%") in diffs
+    assert diffs[("simcrop", "random", "probe main AUROC 100%")]["lo"] > 0         # a clear gain excludes 0
+    text = (out / "results.md").read_text(encoding="utf-8")
+    block = text[text.index("Differences"):]
+    assert "- simcrop − mae: probe main AUROC 100% " in block and "- simcrop − random: probe main AUROC 100% " in block
+    assert "simcrop − mae, probe: no interval for probe main AUROC 10% — the probe JSONs hold no per-volume" in block

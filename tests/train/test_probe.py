@@ -237,3 +237,14 @@ def test_multiclass_statistic_is_accuracy():
     labels = np.eye(3)[[0, 1, 2, 0]]
     probs = np.eye(3)[[0, 1, 0, 0]] * 0.8 + 0.1
     assert main_statistic("multiclass", labels, probs)(np.arange(4)) == 0.75
+
+
+def test_resampled_mean_auroc_matches_auroc_per_class_with_ties_and_repeats():
+    rng = np.random.default_rng(1)
+    probs = np.round(rng.random((40, 3)), 1)
+    labels = (rng.random((40, 3)) < 0.3).astype(float)
+    labels[:, 2] = 0                                                   # unscored class
+    stat = main_statistic("multilabel", labels, probs)
+    for idx in (np.arange(40), np.sort(rng.integers(0, 40, 40))):
+        want = np.mean([a for a in probe.auroc_per_class(probs[idx], labels[idx]) if a is not None])
+        assert stat(idx) == pytest.approx(want, abs=1e-12)
