@@ -86,14 +86,7 @@ def heatmap_figure(volume, sentence: str, sims, out_png, lesion=None, title: str
         ax.set_title(f"z = {z}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(image, ax=list(axes[0]), fraction=0.02, pad=0.01, label="cosine")
-    caption = "\n".join(textwrap.wrap(sentence, CAPTION_WIDTH)[:3])
-    fig.suptitle(f"{title}\n{caption}" if title else caption, fontsize=8)
-    out_png = Path(out_png)
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return out_png
+    return _finish(fig, image, list(axes[0]), sentence, title, out_png)
 
 
 # --- three orthogonal views through one point (simcrop heatmap) -------------------------------------------
@@ -163,11 +156,18 @@ def orthogonal_figure(volume, heat, spacing, centre, box, sentence: str, out_png
         ax.set_title(f"{name} ({'xyz'[fixed]} = {centre[fixed]})", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(image, ax=list(axes), fraction=0.02, pad=0.01, label="cosine")
+    return _finish(fig, image, list(axes), sentence, title, out_png)
+
+
+def _finish(fig, image, axes, sentence: str, title: str, out_png) -> Path:
+    """Colour bar, the sentence (three lines at most) under the title, then an atomic PNG write."""
+    fig.colorbar(image, ax=axes, fraction=0.02, pad=0.01, label="cosine")
     caption = "\n".join(textwrap.wrap(sentence, CAPTION_WIDTH)[:3])
     fig.suptitle(f"{title}\n{caption}" if title else caption, fontsize=8)
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
+    import matplotlib.pyplot as plt       # imported by the callers already (Agg backend set there)
+
     plt.close(fig)
     return out_png
