@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from simcrop.evaluate.bootstrap import format_interval
 from simcrop.evaluate.report import (benchmarks_report, heatmaps_report, html_report, read_benchmarks,
                                      results_table)
 
@@ -240,10 +241,19 @@ def test_snakemake_report_shows_results_figures_and_benchmarks(repo_root, tmp_pa
     # The table: shown in a frame, with the same cells as results.md.
     table = results["Results"]["results table"]
     rows = {row[0]: row for row in html_rows(data_uri_bytes(table["iframe"]))}
-    cells = json.loads((run / "report" / "results.json").read_text())["rows"]["simcrop"]
+    doc = json.loads((run / "report" / "results.json").read_text())
+    cells, intervals = doc["rows"]["simcrop"], doc.get("intervals", {}).get("simcrop", {})
     assert {"probe main AUROC 100%", "segment luna16 Dice 100%", "grounding hit"} <= set(cells)
     assert cells["segment luna16 Dice 100%"] is not None
-    expected = {column: "–" if value is None else f"{value:.3f}" for column, value in cells.items()}
+
+    def shown(column, value):                  # a value, with its patient-bootstrap interval where it has one
+        if value is None:
+            return "–"
+        interval = intervals.get(column)
+        return format_interval({**interval, "value": value}) if interval else f"{value:.3f}"
+
+    expected = {column: shown(column, value) for column, value in cells.items()}
+    assert any("[" in text for text in expected.values())              # intervals reach the page
     assert dict(zip(rows["objective"], rows["simcrop"])) == {"objective": "simcrop", **expected}
     assert "untrained encoder" in table["caption"]
 
