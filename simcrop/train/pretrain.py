@@ -48,7 +48,7 @@ from simcrop.train.distributed import (StepSampler, all_reduce_mean, any_rank, b
                                        init_distributed, wrap_ddp)
 from simcrop.train.export import export_encoder, load_encoder_init
 from simcrop.train.optim import build_optimizer, build_scheduler, clip_gradients
-from simcrop.train.provenance import SettingsChanged, changed_settings
+from simcrop.train.provenance import ON_CHANGE, check_settings
 
 log = logging.getLogger(__name__)
 
@@ -153,24 +153,7 @@ def gather_states(window: dict, window_steps: int) -> list:
 
 
 TIMING = "timing.json"          # beside last.pt: throughput of the process that saved it (not in the checkpoint)
-ON_CHANGE = ("fail", "restart")
 OWN_FILES = ("metrics.json", "encoder.pt", "pretrain.config.yaml")   # what pretrain writes in out_dir
-
-
-def check_settings(ckpt: dict, path: Path, cfg: Config, data_fingerprint: str, on_change: str) -> bool:
-    """True when the checkpoint may be resumed; False when it must be discarded (on_change "restart").
-    Raises SettingsChanged (on_change "fail") naming every changed key."""
-    changes = changed_settings(ckpt.get("config") or {}, cfg.to_dict(),
-                               (ckpt.get("extra") or {}).get("data_fingerprint"), data_fingerprint)
-    if not changes:
-        return True
-    listing = "; ".join(changes)
-    if on_change == "restart":
-        log.warning("%s was trained with other settings (%s): discarding it and training anew", path, listing)
-        return False
-    raise SettingsChanged(f"{path} (step {ckpt.get('step')}) was trained with other settings: {listing}. "
-                          "Resuming would mix two trainings and keeping it would misreport its settings: "
-                          "rerun with --on-change restart to discard it and train anew, or use another --out-dir")
 
 
 def discard_run(out_dir: Path, ckpt_dir: Path) -> None:

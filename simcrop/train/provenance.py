@@ -10,11 +10,14 @@ diagnostics are logged (computed without gradient, from no random number).
 from __future__ import annotations
 
 import json
+import logging
 
+log = logging.getLogger(__name__)
 SECTIONS = ("model", "pretrain")
 NOT_TRAINING = {"pretrain.log_every", "pretrain.checkpoint_every", "pretrain.keep_every", "pretrain.num_workers",
                 "pretrain.diagnostics"}
 DATA_KEY = "training data"
+ON_CHANGE = ("fail", "restart")      # what to do with a checkpoint made with other settings
 
 
 class SettingsChanged(RuntimeError):
@@ -52,3 +55,19 @@ def changed_settings(saved: dict, current: dict, saved_data: str | None = None,
         changes.append(f"{DATA_KEY}: train-split volumes, reports or QC differ "
                        f"(fingerprint {saved_data[:12]} -> {current_data[:12]})")
     return changes
+
+
+def check_settings(ckpt: dict, path, cfg, data_fingerprint: str, on_change: str) -> bool:
+    """True when the checkpoint may be resumed; False when it must be discarded (on_change "restart").
+    Raises SettingsChanged (on_change "fail") naming every changed key."""
+    changes = changed_settings(ckpt.get("config") or {}, cfg.to_dict(),
+                               (ckpt.get("extra") or {}).get("data_fingerprint"), data_fingerprint)
+    if not changes:
+        return True
+    listing = "; ".join(changes)
+    if on_change == "restart":
+        log.warning("%s was trained with other settings (%s): discarding it and training anew", path, listing)
+        return False
+    raise SettingsChanged(f"{path} (step {ckpt.get('step')}) was trained with other settings: {listing}. "
+                          "Resuming would mix two trainings and keeping it would misreport its settings: "
+                          "rerun with --on-change restart to discard it and train anew, or use another --out-dir")
