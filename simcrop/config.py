@@ -102,6 +102,8 @@ class ModelConfig:
     mlm_loss_on: str = "masked"           # masked | all (the authors' later code; padding included)
     topk_selection: str = "features"      # features (authors) | position_centred: choose on features minus their
     position_momentum: float = 0.99       # grid position's running mean (ablation: no picking by position)
+    same_text_cos: float = 0.0            # batch negatives: a sentence of another report whose frozen-text cosine
+                                          # exceeds this is no negative (0: off, the authors' form)
     text_decoder_layers: int = 6
     text_decoder_heads: int = 6
     loss_weights: dict = field(default_factory=lambda: {"image": 1.0, "align": 1.0, "report": 1.0})
@@ -195,6 +197,9 @@ class DownstreamDatasetConfig:
 class ExperimentConfig:
     """What `snakemake` evaluates: rows (objectives) x tasks x datasets x fractions of the results table."""
     objectives: list = field(default_factory=lambda: ["random", "mae", "simcrop"])  # random: no pre-training
+    # named rows trained with an objective and changed settings (ablations, seeds, an MAE start):
+    # {name: {objective, init_from: <row>, model: {...}, pretrain: {...}}}; see simcrop/train/variants.py
+    variants: dict = field(default_factory=dict)
     # on the pre-training data's test split ("main"); zeroshot/retrieval/grounding need a text side
     tasks: list = field(default_factory=lambda: ["probe", "segment", "zeroshot", "retrieval", "grounding"])
     downstream: list = field(default_factory=list)              # names of `downstream` entries to evaluate
@@ -294,6 +299,8 @@ def from_dict(values: dict | None) -> Config:
         raise ConfigError(f"experiment.downstream names {missing}, which `downstream` does not define "
                           f"(defined: {sorted(cfg.downstream)})")
     check_values(cfg)
+    from simcrop.train import variants          # imports this module: late
+    variants.check(cfg)
     return cfg
 
 

@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 ROW_ORDER = ("random", "mae", "clip", "simcrop", "simcrop_batchneg", "supervised")  # others after, alphabetically
 HEATMAP_OBJECTIVE = "simcrop"     # its grounding figures come first: the method the README shows
-PROBE_MAIN, PROBE_BASELINES = "simcrop", ("mae", "random")    # probe differences: main − each baseline
+PROBE_BASELINES = ("mae", "random")     # probe differences: every other pre-trained row − each baseline
+NOT_COMPARED = ("supervised",)            # the probe's upper bound, not a method: no difference rows
 MAIN_DATASET = "main"             # the pre-training corpus's test split: first among datasets
 LOSS_CURVE_DIR = Path("dvclive/plots/metrics/train")
 NOT_LOSS_TERMS = frozenset({"lr", "data_wait_s", "data_wait_share", "samples_per_s"})
@@ -330,7 +331,7 @@ def differences(collected: dict, names: Sequence[str]) -> tuple[list[dict], list
     Rows {"a", "b", "column", "value", "lo", "hi"}: each objective minus its grounding controls (from its
     grounding.json "differences"), the main grounding objective minus every other objective whose grounding
     was scored on the same sentences (bootstrapped here from the "per_sentence" records), the probe's
-    PROBE_MAIN − PROBE_BASELINES (`probe_differences`), and notes on what has no interval and why.
+    each pre-trained row − PROBE_BASELINES (`probe_differences`), and notes on what has no interval and why.
     """
     from simcrop.evaluate.grounding import bootstrap_grounding
 
@@ -386,27 +387,29 @@ def _paired_probe(a: dict, b: dict) -> dict | str:
 
 
 def probe_differences(collected_objectives: dict, names: Sequence[str]) -> tuple[list[dict], list[str]]:
-    """PROBE_MAIN − each of PROBE_BASELINES, per dataset and fraction both probed: rows {"a", "b", "column",
-    "value", "lo", "hi"} (column as in the table) and a note per pair of objectives for fractions without."""
+    """Each pre-trained row (SimCroP, its variants, CLIP; not a baseline nor the supervised bound) − each of
+    PROBE_BASELINES, per dataset and fraction both probed: rows {"a", "b", "column", "value", "lo", "hi"}
+    (column as in the table) and a note per pair of rows for fractions without."""
     rows, notes = [], []
-    main = collected_objectives.get(PROBE_MAIN, {}).get("probe", {}) if PROBE_MAIN in names else {}
-    for base in PROBE_BASELINES:
-        other = collected_objectives.get(base, {}).get("probe", {}) if base in names else {}
-        missing: dict[str, list[str]] = {}
-        for dataset in sorted(main, key=lambda d: (d != MAIN_DATASET, d)):          # the table's column order
-            for pct, entry in sorted(main[dataset].items(), key=lambda item: _pct_order(item[0])):
-                if pct not in other.get(dataset, {}):
-                    continue
-                column = _fraction_column("probe", dataset, entry, pct)
-                diff = _paired_probe(entry, other[dataset][pct])
-                if isinstance(diff, str):
-                    missing.setdefault(diff, []).append(column)
-                elif _number(diff["value"]) is not None:
-                    rows.append({"a": PROBE_MAIN, "b": base, "column": column,
-                                 **{k: _number(diff[k]) for k in ("value", "lo", "hi")}})
-        notes += [f"{PROBE_MAIN} − {base}, probe: no interval for {', '.join(columns)} — {why}."
-                  for why, columns in missing.items()]
-    return rows, notes
+    mains = [n for n in names if n not in (*PROBE_BASELINES, *NOT_COMPARED)]
+    for name in mains:
+        main = collected_objectives.get(name, {}).get("probe", {})
+        for base in PROBE_BASELINES:
+            other = collected_objectives.get(base, {}).get("probe", {}) if base in names else {}
+            missing: dict[str, list[str]] = {}
+            for dataset in sorted(main, key=lambda d: (d != MAIN_DATASET, d)):          # the table's column order
+                for pct, entry in sorted(main[dataset].items(), key=lambda item: _pct_order(item[0])):
+                    if pct not in other.get(dataset, {}):
+                        continue
+                    column = _fraction_column("probe", dataset, entry, pct)
+                    diff = _paired_probe(entry, other[dataset][pct])
+                    if isinstance(diff, str):
+                        missing.setdefault(diff, []).append(column)
+                    elif _number(diff["value"]) is not None:
+                        rows.append({"a": name, "b": base, "column": column,
+                                     **{k: _number(diff[k]) for k in ("value", "lo", "hi")}})
+            notes += [f"{name} − {base}, probe: no interval for {', '.join(columns)} — {why}."
+                      for why, columns in missing.items()]
     return rows, notes
 
 

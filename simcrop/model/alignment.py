@@ -57,7 +57,7 @@ def _zero_like_graph(*tensors: Tensor) -> Tensor:
 def similarity_alignment_loss(sentences: Tensor, patches: Tensor, sentence_to_volume: Tensor, k: int,
                               temperature: float = 0.07, negatives: str = "report",
                               patch_mask: Tensor | None = None, backend: str = "auto",
-                              select_patches: Tensor | None = None) -> dict:
+                              select_patches: Tensor | None = None, same_text: Tensor | None = None) -> dict:
     """Two-way InfoNCE between sentences and their pooled top-K patches, summed over both directions.
 
     sentences (Ns, D), patches (B, N, D) float (normalised here); sentence_to_volume (Ns,) int64 = s(i).
@@ -81,6 +81,11 @@ def similarity_alignment_loss(sentences: Tensor, patches: Tensor, sentence_to_vo
     within-report contrast cannot be met without telling volumes apart. Returns the report form's dict
     with that sum as its loss (and `loss_report`, `loss_batch`).
 
+    same_text (Ns, Ns) bool, optional, batch negatives only: True where sentence j of another report says
+    what sentence i says ("No pleural effusion." in both). Such a pair is not a negative: volume s(j) leaves
+    sentence i's denominator and sentence j leaves volume s(i)'s. None: every other volume and sentence is
+    a negative (the authors' form). A sentence whose every other volume is excluded adds zero to L_s→v.
+
     select_patches (B, N, D), optional: the features the top-K choice is made on (e.g. with each grid
     position's mean removed, `model.topk_selection: position_centred`); the pooled a_i are still means of
     the chosen `patches`. None: choose on `patches` (the authors' form).
@@ -98,10 +103,10 @@ def similarity_alignment_loss(sentences: Tensor, patches: Tensor, sentence_to_vo
             own = _alignment_loss(sentences, patches, sentence_to_volume, k, temperature, "report", patch_mask,
                                   backend, select_patches)
             batch = _alignment_loss(sentences, patches, sentence_to_volume, k, temperature, "batch", patch_mask,
-                                    backend, select_patches)
+                                    backend, select_patches, same_text)
             return dict(own, loss=own["loss"] + batch["loss"], loss_report=own["loss"], loss_batch=batch["loss"])
         return _alignment_loss(sentences, patches, sentence_to_volume, k, temperature, negatives, patch_mask,
-                               backend, select_patches)
+                               backend, select_patches, same_text if negatives == "batch" else None)
 
 
 def _topk(u, z, k, mode, s2v, patch_mask, backend, select):
@@ -119,7 +124,7 @@ def _topk(u, z, k, mode, s2v, patch_mask, backend, select):
 
 
 def _alignment_loss(sentences, patches, sentence_to_volume, k, temperature, negatives, patch_mask, backend,
-                    select=None):
+                    select=None, same_text=None):
     u = F.normalize(sentences.float(), dim=-1)
     z = F.normalize(patches.float(), dim=-1)
     s2v = sentence_to_volume.to(device=u.device, dtype=torch.long)
@@ -149,8 +154,13 @@ def _alignment_loss(sentences, patches, sentence_to_volume, k, temperature, nega
     out = dict(indices=res.indices[own, s2v], pooled=pooled[own, s2v], logits=x, n_terms=Ns if V > 1 else 0)
     if V < 2:
         return dict(out, loss=_zero_like_graph(u, res.pooled))
-    s2v_loss = F.cross_entropy(x, s2v)
-    cols = x[:, s2v]                                          # (Ns_j, Ns_i): x_j,s(i)
     same_other = (s2v[:, None] == s2v[None, :]) & ~torch.eye(Ns, dtype=torch.bool, device=u.device)
+    cols = x[:, s2v]                                          # (Ns_j, Ns_i): x_j,s(i)
+    if same_text is not None:                                 # false negatives: the same statement elsewhere
+        twin = same_text.to(u.device) & ~(s2v[:, None] == s2v[None, :])           # (Ns_i, Ns_j)
+        twin_volume = (twin.float() @ F.one_hot(s2v, V).float()) > 0               # (Ns_i, V)
+        x = x.masked_fill(twin_volume, float("-inf"))
+        same_other = same_other | twin.T
+    s2v_loss = F.cross_entropy(x, s2v)
     v2s_loss = F.cross_entropy(cols.masked_fill(same_other, float("-inf")).T, own)
     return dict(out, loss=s2v_loss + v2s_loss)

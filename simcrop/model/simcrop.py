@@ -64,7 +64,8 @@ class SimCroP(nn.Module):
                  topk: int = 32, temperature: float = 0.07, negatives: str = "report",
                  mlm_loss_on: str = "masked", text_decoder_layers: int = 6, text_decoder_heads: int = 6,
                  weights: dict[str, float] | None = None, fusion_heads: int | None = None,
-                 topk_selection: str = "features", position_momentum: float = 0.99):
+                 topk_selection: str = "features", position_momentum: float = 0.99,
+                 same_text_cos: float = 0.0):
         super().__init__()
         if topk_selection not in TOPK_SELECTIONS:
             raise ValueError(f"model.topk_selection must be one of {TOPK_SELECTIONS}; got {topk_selection!r}")
@@ -78,6 +79,9 @@ class SimCroP(nn.Module):
         self.text_encoder = text_encoder
         width, text_width = mae.encoder.embed_dim, text_encoder.hidden_size
         self.topk_selection, self.position_momentum = topk_selection, float(position_momentum)
+        if not 0.0 <= same_text_cos <= 1.0:
+            raise ValueError(f"model.same_text_cos must be in [0, 1] (0: off); got {same_text_cos}")
+        self.same_text_cos = float(same_text_cos)
         if self.weights["align"] > 0:
             self.patch_head = ProjectionHead(width, proj_dim)
             if topk_selection == "position_centred":   # running mean of each grid position's feature
@@ -123,6 +127,16 @@ class SimCroP(nn.Module):
             self.position_mean[seen] = m * self.position_mean[seen] + (1 - m) * sums[seen] / counts[seen, None]
         return select
 
+    @torch.no_grad()
+    def _same_text(self, tokens: torch.Tensor, token_sentence: torch.Tensor) -> torch.Tensor | None:
+        """(Ns, Ns) True where two sentences say the same thing: cosine of their frozen text-encoder means
+        above model.same_text_cos (batch negatives only; None when off). Frozen features, so what counts as
+        the same statement does not drift with training."""
+        if self.same_text_cos <= 0 or self.negatives == "report":
+            return None
+        raw = F.normalize(sentence_features(tokens.float(), token_sentence)[0], dim=-1)
+        return raw @ raw.T > self.same_text_cos
+
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
         """batch: a ReportBatcher output (tensors on the model's device); generator: for the image mask."""
         w, diagnostics = self.weights, None
@@ -137,7 +151,8 @@ class SimCroP(nn.Module):
             sent, s2v = sentence_features(self.token_head(tokens), batch["token_sentence"])
             z = self.patch_head(patches)
             out = similarity_alignment_loss(sent, z, s2v, self._k(patches.shape[1]), self.temperature,
-                                            self.negatives, select_patches=self._selection(z, enc["ids_keep"]))
+                                            self.negatives, select_patches=self._selection(z, enc["ids_keep"]),
+                                            same_text=self._same_text(tokens, batch["token_sentence"]))
             losses["align"] = out["loss"]
             if "lesion_map" in batch:         # where the picks land (pretrain.diagnostics)
                 diagnostics = alignment_diagnostics(out["indices"], enc["ids_keep"], s2v, batch["sentence_lesions"],
@@ -183,7 +198,7 @@ def build_pretrain_model(model_cfg: ModelConfig, text_encoder: FrozenTextEncoder
     return SimCroP(mae, text_encoder or build_text_encoder(model_cfg), model_cfg.proj_dim, model_cfg.topk,
                    model_cfg.temperature, negatives, model_cfg.mlm_loss_on, model_cfg.text_decoder_layers,
                    model_cfg.text_decoder_heads, weights, topk_selection=model_cfg.topk_selection,
-                   position_momentum=model_cfg.position_momentum)
+                   position_momentum=model_cfg.position_momentum, same_text_cos=model_cfg.same_text_cos)
 
 
 def build_collate(model_cfg: ModelConfig, tokenizer=None, seed: int = 0, bert_mix: bool = False) -> ReportBatcher:

@@ -48,7 +48,7 @@ from simcrop.train.distributed import (StepSampler, all_reduce_mean, any_rank, b
                                        init_distributed, wrap_ddp)
 from simcrop.train.export import export_encoder, load_encoder_init
 from simcrop.train.optim import build_optimizer, build_scheduler, clip_gradients
-from simcrop.train.provenance import ON_CHANGE, check_settings
+from simcrop.train.provenance import ON_CHANGE, check_settings, init_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +229,14 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
             intensity_shift_prob=pc.intensity_shift_prob, pad_mode=pad_mode, maps=pc.diagnostics,
             labels=cfg.model.objective == "supervised")
         data_fingerprint = dataset.fingerprint()
+        init_fp = init_fingerprint(pc.init)
         if info.is_main:                       # a SIGKILL during a save leaves its temporary file behind
             remove_stale_temp_files(out_dir, OWN_FILES)  # --out-dir may be shared: only our own names
             remove_stale_temp_files(ckpt_dir)            # checkpoints/ is ours alone
         barrier()
         resume_path = ckpt_mod.latest_checkpoint(ckpt_dir)
         ckpt = ckpt_mod.read_checkpoint(resume_path) if resume_path else None
-        if ckpt and not check_settings(ckpt, resume_path, cfg, data_fingerprint, on_change):
+        if ckpt and not check_settings(ckpt, resume_path, cfg, data_fingerprint, on_change, init_fp):
             ckpt = None
             if info.is_main:
                 discard_run(out_dir, ckpt_dir)
@@ -288,6 +289,7 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
             if info.is_main:
                 # loss windows are summed per rank and reduced at logging: a resumed run continues them
                 extra.update(first_window=first_window, final_window=final_window, data_fingerprint=data_fingerprint,
+                             init_fingerprint=init_fp,
                              window_per_rank=[{"window": st["window"], "window_steps": st["window_steps"]}
                                               for st in states])
                 path = ckpt_mod.save_checkpoint(ckpt_dir / ckpt_mod.LAST, model, optimizer, scheduler, step,

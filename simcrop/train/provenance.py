@@ -9,14 +9,17 @@ diagnostics are logged (computed without gradient, from no random number).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 SECTIONS = ("model", "pretrain")
 NOT_TRAINING = {"pretrain.log_every", "pretrain.checkpoint_every", "pretrain.keep_every", "pretrain.num_workers",
                 "pretrain.diagnostics"}
 DATA_KEY = "training data"
+INIT_KEY = "pretrain.init contents"   # the same path may hold another encoder (its row was retrained)
 ON_CHANGE = ("fail", "restart")      # what to do with a checkpoint made with other settings
 
 
@@ -41,10 +44,25 @@ def training_settings(config_dict: dict) -> dict:
     return {k: v for k, v in flat.items() if k not in NOT_TRAINING}
 
 
+def init_fingerprint(path) -> str:
+    """sha256 of the file the encoder starts from ("" without one)."""
+    if not path:
+        return ""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrain.init: {path} does not exist (train the row it names first)")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def changed_settings(saved: dict, current: dict, saved_data: str | None = None,
-                     current_data: str | None = None) -> list[str]:
-    """`key: old -> new` for each training setting that differs, plus the training data when both
-    fingerprints are known and differ. Keys missing on one side count as changed."""
+                     current_data: str | None = None, saved_init: str | None = None,
+                     current_init: str | None = None) -> list[str]:
+    """`key: old -> new` for each training setting that differs, plus the training data and the init file's
+    contents when both fingerprints are known and differ. Keys missing on one side count as changed."""
     old, new = training_settings(saved), training_settings(current)
     changes = []
     for key in sorted(set(old) | set(new)):
@@ -54,14 +72,19 @@ def changed_settings(saved: dict, current: dict, saved_data: str | None = None,
     if saved_data and current_data and saved_data != current_data:
         changes.append(f"{DATA_KEY}: train-split volumes, reports or QC differ "
                        f"(fingerprint {saved_data[:12]} -> {current_data[:12]})")
+    if saved_init is not None and current_init is not None and saved_init != current_init:
+        changes.append(f"{INIT_KEY}: the encoder file the run starts from changed "
+                       f"(sha256 {saved_init[:12] or '<none>'} -> {current_init[:12] or '<none>'})")
     return changes
 
 
-def check_settings(ckpt: dict, path, cfg, data_fingerprint: str, on_change: str) -> bool:
+def check_settings(ckpt: dict, path, cfg, data_fingerprint: str, on_change: str,
+                   init_fp: str | None = None) -> bool:
     """True when the checkpoint may be resumed; False when it must be discarded (on_change "restart").
     Raises SettingsChanged (on_change "fail") naming every changed key."""
-    changes = changed_settings(ckpt.get("config") or {}, cfg.to_dict(),
-                               (ckpt.get("extra") or {}).get("data_fingerprint"), data_fingerprint)
+    extra = ckpt.get("extra") or {}
+    changes = changed_settings(ckpt.get("config") or {}, cfg.to_dict(), extra.get("data_fingerprint"),
+                               data_fingerprint, extra.get("init_fingerprint"), init_fp)
     if not changes:
         return True
     listing = "; ".join(changes)

@@ -90,6 +90,33 @@ def test_batch_negatives_match_hand_computation():
     assert out["logits"].shape == (5, 2) and out["indices"].shape == (5, k)
 
 
+def test_same_text_pairs_are_not_batch_negatives():
+    """Sentence 0 (volume 0) and sentence 3 (volume 1) say the same thing: volume 1 leaves sentence 0's
+    denominator and sentence 3 leaves volume 0's candidates (and the other way round); in a batch of
+    three volumes each keeps the third one as a negative."""
+    g = torch.Generator().manual_seed(2)
+    sent, patches = torch.randn(6, 4, generator=g), torch.randn(3, 6, 4, generator=g)
+    s2v = torch.tensor([0, 0, 1, 1, 2, 2])
+    twins = torch.zeros(6, 6, dtype=torch.bool)
+    twins[0, 3] = twins[3, 0] = True
+    twins[0, 1] = True                              # same report: not a twin, ignored
+    out = similarity_alignment_loss(sent, patches, s2v, k=2, temperature=0.2, negatives="batch", same_text=twins)
+    x = out["logits"].tolist()                      # x[i][v], unmasked
+    excluded_volume = {0: 1, 3: 0}
+    s_to_v = sum(_ce([x[i][v] for v in range(3) if v == s2v[i] or v != excluded_volume.get(i)],
+                     [v for v in range(3) if v == s2v[i] or v != excluded_volume.get(i)].index(int(s2v[i])))
+                 for i in range(6)) / 6
+    v_to_s = 0.0
+    for i in range(6):
+        v = int(s2v[i])
+        others = [j for j in range(6) if int(s2v[j]) != v and not (twins[i, j] or twins[j, i])]
+        v_to_s += _ce([x[i][v]] + [x[j][v] for j in others], 0)
+    assert float(out["loss"]) == pytest.approx(s_to_v + v_to_s / 6, rel=1e-5)
+    plain = similarity_alignment_loss(sent, patches, s2v, k=2, temperature=0.2, negatives="batch")
+    assert float(plain["loss"]) != pytest.approx(float(out["loss"]), rel=1e-3)
+    assert torch.equal(plain["indices"], out["indices"])   # the picks do not depend on who is a negative
+
+
 def test_single_sentence_reports_give_zero_attached_loss():
     sent = torch.randn(2, 4, requires_grad=True)
     out = similarity_alignment_loss(sent, torch.randn(2, 6, 4), torch.tensor([0, 1]), k=2)

@@ -131,3 +131,26 @@ def test_position_centred_selection_keeps_a_running_mean_per_grid_position(text_
     assert torch.equal(model.position_mean, before)                       # evaluation leaves it alone
     with pytest.raises(ValueError, match="topk_selection"):
         build(tiny_cfg(topk_selection="nope"), text_encoder, samples)
+
+
+def test_same_text_marks_the_statement_two_reports_share(text_encoder):
+    """With batch negatives and model.same_text_cos, "No pleural effusion." in both reports is one
+    statement (not a negative pair); different sentences are not merged."""
+    nlp, g = build_splitter(), torch.Generator().manual_seed(0)
+    reports = ["A 12 mm nodule is seen in the right upper lobe. No pleural effusion.",
+               "Mild emphysema in both upper lobes. No pleural effusion."]
+    samples = [dict(image=torch.rand(1, 32, 32, 16, generator=g) * 2 - 1, volume_id=f"train_{i}_a_1", findings=text,
+                    impressions="", sentences=[dict(section="findings", **s, lesion_ids=[])
+                                               for s in split_report(text, nlp)])
+               for i, text in enumerate(reports)]
+    model, batch = build(tiny_cfg(negatives="batch", same_text_cos=0.8), text_encoder, samples)
+    tokens = model.text_encoder(batch["input_ids"], batch["attention_mask"])
+    same = model._same_text(tokens, batch["token_sentence"])
+    pairs = {(i, j) for i, j in (same & ~torch.eye(4, dtype=torch.bool)).nonzero().tolist()}
+    assert pairs == {(1, 3), (3, 1)}                    # sentences 0, 1 | 2, 3: the two effusion statements
+    off = build_pretrain_model(tiny_cfg(negatives="batch"), text_encoder=text_encoder)
+    assert off._same_text(tokens, batch["token_sentence"]) is None
+    report_form = build_pretrain_model(tiny_cfg(same_text_cos=0.8), text_encoder=text_encoder)
+    assert report_form._same_text(tokens, batch["token_sentence"]) is None     # report negatives: no use
+    with pytest.raises(ValueError, match="same_text_cos"):
+        build_pretrain_model(tiny_cfg(negatives="batch", same_text_cos=1.5), text_encoder=text_encoder)

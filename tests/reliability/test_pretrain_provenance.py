@@ -75,6 +75,24 @@ def test_changed_training_data_is_detected(finished):
         run(finished)
 
 
+def test_retrained_init_encoder_at_the_same_path_is_detected(finished):
+    """A variant started from another row's encoder: when that row is retrained, the path stays the same
+    but the weights do not, so the finished variant must not be kept."""
+    import torch
+
+    init = finished / "init.pt"
+    init.write_bytes((finished / "out" / "encoder.pt").read_bytes())
+    run(finished, out="from_init", init=str(init))
+    state = torch.load(init, weights_only=True)
+    first = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][first] = state["model"][first] + 1.0
+    torch.save(state, init)
+    with pytest.raises(SettingsChanged, match="pretrain.init contents"):
+        run(finished, out="from_init", init=str(init))
+    again = run(finished, out="from_init", init=str(init), on_change="restart")
+    assert again["resumed_from"] == 0 and again["step"] == STEPS
+
+
 def test_unfinished_run_with_other_settings_is_not_resumed(tmp_path):
     write_run(tmp_path / "run", n=4)
     pretrain(tiny_config(tmp_path, steps=STEPS), tmp_path / "run", tmp_path / "out", tiny_model_factory,

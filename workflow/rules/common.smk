@@ -10,6 +10,7 @@ from simcrop.data import roots as data_roots
 from simcrop.data.ingest import input_files as ingest_input_files
 from simcrop.data.manifest import count_rows
 from simcrop.evaluate import targets as eval_targets
+from simcrop.train import variants as pretrain_variants
 
 CFG = simcrop_config.from_dict(config)
 RUN = str(CFG.run_dir)
@@ -68,12 +69,23 @@ def pretrain_dir(wildcards, output):
 
 
 def pretrain_json(wildcards):
-    """Model + pretrain sections with the objective taken from the job's wildcard, plus data and
-    preprocess, so the checkpoint's config records the spacing and window the encoder was trained at
-    (heat maps and downstream checks read them from there)."""
-    picked = json.loads(section_json("model", "pretrain", "data", "preprocess"))
-    picked["model"]["objective"] = wildcards.objective
+    """Model + pretrain sections of the row named by the job's wildcard (an objective, or a variant's
+    settings merged over the run's), plus data and preprocess, so the checkpoint's config records the
+    spacing and window the encoder was trained at (heat maps and downstream checks read them from there)."""
+    picked = json.loads(section_json("data", "preprocess"))
+    picked["model"], picked["pretrain"] = pretrain_variants.settings(CFG, wildcards.objective)
     return json.dumps(picked, sort_keys=True)
+
+
+def pretrain_init(wildcards):
+    """The encoder of the row a variant starts from (`init_from`), so that row is trained first."""
+    source = pretrain_variants.init_row(CFG, wildcards.objective)
+    return [] if source is None else [str(pretrain_variants.encoder_of(CFG, source))]
+
+
+# Wildcard patterns of the pre-trained rows (objectives and variants) and of every row (random too).
+TRAINED_ROWS = "|".join(pretrain_variants.trained_rows(CFG))
+ALL_ROWS = f"{pretrain_variants.RANDOM}|{TRAINED_ROWS}"
 
 
 EXP = CFG.experiment

@@ -1,18 +1,19 @@
-# Pre-training: one job per objective (SimCroP, its batch-negative variant, the baselines, and the
-# supervised upper bound for the probe).
+# Pre-training: one job per row (SimCroP, its batch-negative variant, the baselines, the supervised upper
+# bound for the probe, and the experiment's named variants: ablations, seeds, an MAE start).
 
 
 wildcard_constraints:
-    objective="random|simcrop|simcrop_batchneg|mae|clip|supervised",
+    objective=ALL_ROWS,
 
 
 rule pretrain:
     wildcard_constraints:
-        objective="simcrop|simcrop_batchneg|mae|clip|supervised",
+        objective=TRAINED_ROWS,
     input:
         manifest=f"{RUN}/manifest.csv",
         sentences=f"{RUN}/sentences.jsonl",
         qc=f"{RUN}/qc.csv",
+        init=pretrain_init,
     output:
         encoder=f"{RUN}/pretrain/{{objective}}/encoder.pt",
         metrics=f"{RUN}/pretrain/{{objective}}/metrics.json",
