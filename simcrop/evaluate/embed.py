@@ -88,6 +88,16 @@ def load_mask_crop(path, crop: Sequence[int], image_shape: Sequence[int] | None 
     return apply(chain, x).round().long()[0]
 
 
+def selection_features(model: nn.Module, patches: torch.Tensor) -> torch.Tensor:
+    """What the model's top-K choice is made on, for (V, N, D) patch features of whole crops: the features
+    themselves, or (model.topk_selection: position_centred) the features minus their grid position's
+    running mean from training, as in pre-training (`simcrop.model.simcrop.SimCroP._selection`)."""
+    mean = getattr(model, "position_mean", None)
+    if getattr(model, "topk_selection", "features") != "position_centred" or mean is None:
+        return patches
+    return patches - mean.to(device=patches.device, dtype=patches.dtype)
+
+
 @torch.no_grad()
 def patch_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """images (B, 1, X, Y, Z) in [-1, 1] → (B, N, D) normalised ('global' models: N = 1)."""

@@ -33,7 +33,7 @@ from simcrop.data.manifest import read_manifest
 from simcrop.evaluate.bootstrap import LEVEL, N_BOOT, ClusterBootstrap
 from simcrop.evaluate.cases import add_features, lesion_mask_path, load_context, report_items
 from simcrop.evaluate.embed import (NotApplicableError, encode_reports, encode_sentences, encode_volumes, load_crop,
-                                    load_mask_crop)
+                                    load_mask_crop, selection_features)
 from simcrop.evaluate.controls import content_shuffled_topk, donor_volumes, location_prior
 from simcrop.evaluate.heatmap import heatmap_figure
 from simcrop.evaluate.metrics import json_safe
@@ -141,7 +141,8 @@ def _patient_ids(run_dir, items: list[dict]) -> dict[str, str]:
     return {it["volume_id"]: known.get(it["volume_id"]) or it["scan_id"] for it in items}
 
 
-def _controls(ctx, run_dir, enc, rows, lesion, s_idx, s2v, device, seed, patient_ids) -> tuple[dict, dict, dict]:
+def _controls(ctx, run_dir, enc, rows, lesion, s_idx, s2v, device, seed, patient_ids,
+              select) -> tuple[dict, dict, dict]:
     """Scores of the location prior and the content-shuffled model on the grounding sentences:
     ({control: per-sentence scores or None}, {control: summary}, {control: info})."""
     encoder, n = ctx.model.encoder, ctx.patches.shape[1]
@@ -155,7 +156,7 @@ def _controls(ctx, run_dir, enc, rows, lesion, s_idx, s2v, device, seed, patient
                              if path.exists() else None)
         maps.append(organ_maps[r])
     prior = location_prior([row["text"] for row in rows], maps, encoder.patch_size, n, ctx.k, seed=seed)
-    per = {"location_prior": grounding_scores(prior.indices, lesion)}
+    per = {"location_prior": dict(grounding_scores(prior.indices, lesion), indices=prior.indices)}
     organs = np.array([loc.organ or "none" for loc in prior.locations])
     hit = per["location_prior"]["hit"].numpy()
     info = {"location_prior": {"fallbacks": prior.fallbacks, "seed": seed,
@@ -170,7 +171,7 @@ def _controls(ctx, run_dir, enc, rows, lesion, s_idx, s2v, device, seed, patient
         per["content_shuffled"] = None
         info["content_shuffled"] = {"applicable": False, "reason": str(err)}
     else:
-        shuffled = content_shuffled_topk(enc["features"][s_idx], ctx.patches, ctx.k, s2v, donors, device)
+        shuffled = content_shuffled_topk(enc["features"][s_idx], select, ctx.k, s2v, donors, device)
         per["content_shuffled"] = grounding_scores(shuffled, lesion)
         info["content_shuffled"] = {"applicable": True, "seed": seed,
                                     "donor": {ctx.items[v]["volume_id"]: ctx.items[int(d)]["volume_id"]
@@ -205,6 +206,26 @@ def _grounding_sentences(ctx, run_dir, enc: dict) -> tuple[list[dict], torch.Ten
     lesion = torch.stack(lesions) if lesions else torch.zeros(0, ctx.patches.shape[1], dtype=torch.bool)
     skipped["truncated"] = named - len(rows) - skipped["no_mask_file"] - skipped["lesion_outside_crop"]
     return rows, lesion, skipped
+
+
+def _prior_figure(ctx, run_dir, enc, rows, model_top, model_per, prior_per, figures_dir) -> dict | None:
+    """The model's K picks beside the location prior's for one correctly grounded sentence
+    (`simcrop.evaluate.prior_figure`); None when the model's best patch is on no sentence's lesion."""
+    from simcrop.evaluate.prior_figure import comparison_figure, pick_sentence
+
+    i = pick_sentence(model_per["hit"], model_per["pointing"], prior_per["hit"])
+    if i is None:
+        return None
+    row, item, encoder = rows[i], ctx.items[rows[i]["volume"]], ctx.model.encoder
+    volume = load_crop(item["path"], encoder.img_size, ctx.model_cfg.pretrain.pad_mode)[0].numpy()
+    mask = load_mask_crop(lesion_mask_path(run_dir, item["volume_id"]), encoder.img_size)
+    lesion = torch.isin(mask, torch.as_tensor(row["lesion_ids"])).numpy()
+    select = selection_features(ctx.model, ctx.patches[row["volume"]])
+    sims = (select.float() @ enc["features"][row["sentence"]].float()).reshape(encoder.grid_size)
+    png = comparison_figure(volume, lesion, sims.numpy(), model_top[i].numpy(), prior_per["indices"][i].numpy(),
+                            row["text"], Path(figures_dir) / "vs_location_prior.png", item["volume_id"])
+    return {"path": str(png), "volume_id": item["volume_id"], "sentence": row["text"],
+            "model_hit": float(model_per["hit"][i]), "location_prior_hit": float(prior_per["hit"][i])}
 
 
 def heatmap_for(model, patches: torch.Tensor, sentence: torch.Tensor, volume_path, text: str, out_png,
@@ -279,12 +300,14 @@ def evaluate_grounding(cfg, checkpoint, run_dir, out_json, *, split: str = "test
     if rows:
         s_idx = torch.tensor([row["sentence"] for row in rows])
         s2v = torch.tensor([row["volume"] for row in rows])
-        res = topk_similarity(enc["features"][s_idx].to(device), ctx.patches.to(device), ctx.k, mode="own",
+        # the choice is made as in training (position-centred models: on features minus the position means)
+        select = selection_features(ctx.model, ctx.patches)
+        res = topk_similarity(enc["features"][s_idx].to(device), select.to(device), ctx.k, mode="own",
                               sentence_to_volume=s2v.to(device), return_pooled=False)
         model_per = grounding_scores(res.indices.cpu(), lesion)
         summary = summarize(model_per)
         control_per, control_summary, control_info = _controls(ctx, run_dir, enc, rows, lesion, s_idx, s2v,
-                                                               device, seed, patient_ids)
+                                                               device, seed, patient_ids, select)
         per_sentence = {
             "patient_id": [patient_ids[ctx.items[row["volume"]]["volume_id"]] for row in rows],
             "volume_id": [ctx.items[row["volume"]]["volume_id"] for row in rows],
@@ -304,6 +327,9 @@ def evaluate_grounding(cfg, checkpoint, run_dir, out_json, *, split: str = "test
     out_json = Path(out_json)
     figures_dir = Path(figures_dir) if figures_dir else out_json.with_name(out_json.stem + "_figures")
     figures = _figures(ctx, run_dir, enc, rows, n_figures, figures_dir)
+    if rows:
+        extra["figure_vs_prior"] = _prior_figure(ctx, run_dir, enc, rows, res.indices.cpu(), model_per,
+                                                 control_per["location_prior"], figures_dir)
     metrics = {"task": "grounding", "applicable": not real, "split": split, **ctx.info, **summary,
                "skipped_sentences": skipped, "figures": [str(p) for p in figures], **extra}
     if real:
@@ -338,7 +364,8 @@ def _figures(ctx, run_dir, enc, rows, n_figures: int, out_dir: Path) -> list[Pat
     for row in chosen:
         item = ctx.items[row["volume"]]
         png = out_dir / f"{item['volume_id']}_s{int(enc['sentence_index'][row['sentence']])}.png"
-        out.append(heatmap_for(ctx.model, ctx.patches[row["volume"]], enc["features"][row["sentence"]],
+        out.append(heatmap_for(ctx.model, selection_features(ctx.model, ctx.patches[row["volume"]]),
+                               enc["features"][row["sentence"]],
                                item["path"], row["text"], png, lesion_mask_path(run_dir, item["volume_id"]),
                                row["lesion_ids"], ctx.k, item["volume_id"], ctx.model_cfg.pretrain.pad_mode))
     return out

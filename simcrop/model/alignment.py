@@ -88,7 +88,8 @@ def similarity_alignment_loss(sentences: Tensor, patches: Tensor, sentence_to_vo
 
     select_patches (B, N, D), optional: the features the top-K choice is made on (e.g. with each grid
     position's mean removed, `model.topk_selection: position_centred`); the pooled a_i are still means of
-    the chosen `patches`. None: choose on `patches` (the authors' form).
+    the chosen `patches`; the choice scores u_i · select as given (not re-normalised). None: choose on
+    `patches` (the authors' form).
 
     Returns dict(loss scalar, indices (Ns, K) own top-K patch indices, pooled (Ns, D) a_i,
     logits (Ns, Ns) [report] or (Ns, V) [batch], n_terms: sentences that contributed).
@@ -113,7 +114,8 @@ def _topk(u, z, k, mode, s2v, patch_mask, backend, select):
     """topk_similarity on z, or the choice made on `select` with the pooled mean taken over z."""
     if select is None:
         return topk_similarity(u, z, k, mode=mode, sentence_to_volume=s2v, patch_mask=patch_mask, backend=backend)
-    res = topk_similarity(u, F.normalize(select.float(), dim=-1), k, mode=mode, sentence_to_volume=s2v,
+    # not re-normalised: a patch that looks like every volume's patch at its place scores near 0
+    res = topk_similarity(u, select.float(), k, mode=mode, sentence_to_volume=s2v,
                           patch_mask=patch_mask, return_pooled=False, backend=backend)
     if mode == "own":
         pooled = z[s2v[:, None], res.indices].mean(1)                             # (Ns, D)

@@ -181,15 +181,15 @@ def test_selection_features_choose_and_patches_pool():
     g = torch.Generator().manual_seed(5)
     sent, patches = torch.randn(4, 8, generator=g), torch.randn(2, 10, 8, generator=g, requires_grad=True)
     s2v = torch.tensor([0, 0, 1, 1])
-    same = similarity_alignment_loss(sent, patches, s2v, k=3, select_patches=patches.detach())
+    same = similarity_alignment_loss(sent, patches, s2v, k=3,
+                                     select_patches=torch.nn.functional.normalize(patches.detach(), dim=-1))
     plain = similarity_alignment_loss(sent, patches, s2v, k=3)
     assert torch.equal(same["indices"], plain["indices"]) and torch.allclose(same["loss"], plain["loss"])
     other = torch.randn(2, 10, 8, generator=g)
     out = similarity_alignment_loss(sent, patches, s2v, k=3, select_patches=other)
     from simcrop_kernels import topk_similarity
     u = torch.nn.functional.normalize(sent, dim=-1)
-    expected = topk_similarity(u, torch.nn.functional.normalize(other, dim=-1), 3, mode="own",
-                               sentence_to_volume=s2v).indices
+    expected = topk_similarity(u, other, 3, mode="own", sentence_to_volume=s2v).indices   # as given: magnitudes count
     assert torch.equal(out["indices"], expected)
     z = torch.nn.functional.normalize(patches.detach(), dim=-1)
     pooled = torch.nn.functional.normalize(z[s2v[:, None], expected].mean(1), dim=-1)

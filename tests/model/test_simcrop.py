@@ -129,6 +129,11 @@ def test_position_centred_selection_keeps_a_running_mean_per_grid_position(text_
     with torch.no_grad():
         model(batch)
     assert torch.equal(model.position_mean, before)                       # evaluation leaves it alone
+    from simcrop.evaluate.embed import selection_features     # evaluation chooses as training did
+    feats = torch.randn(2, *model.position_mean.shape)
+    assert torch.allclose(selection_features(model, feats), feats - model.position_mean)
+    plain = build_pretrain_model(tiny_cfg(), text_encoder=text_encoder)
+    assert selection_features(plain, feats) is feats
     with pytest.raises(ValueError, match="topk_selection"):
         build(tiny_cfg(topk_selection="nope"), text_encoder, samples)
 
