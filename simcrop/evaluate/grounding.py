@@ -213,7 +213,7 @@ def _prior_figure(ctx, run_dir, enc, rows, model_top, model_per, prior_per, figu
     (`simcrop.evaluate.prior_figure`); None when the model's best patch is on no sentence's lesion."""
     from simcrop.evaluate.prior_figure import comparison_figure, pick_sentence
 
-    i = pick_sentence(model_per["hit"], model_per["pointing"], prior_per["hit"])
+    i = pick_sentence(model_per["hit"], model_per["pointing"], prior_per["hit"], model_per["chance"])
     if i is None:
         return None
     row, item, encoder = rows[i], ctx.items[rows[i]["volume"]], ctx.model.encoder

@@ -1,9 +1,10 @@
 """One lesion sentence, two choices of K patches: the model's (from the image) beside the location
 prior's (from the sentence's words and the anatomy map alone), on the axial layer through the lesion.
 
-The sentence shown is the test sentence whose model picks beat the prior's by the most among those the
-model points at correctly (best patch on the lesion): the figure shows that an image-based choice exists,
-not how often it happens — the hit rates with their intervals say that.
+The sentence shown is one the model points at correctly (best patch on the lesion), preferring picks
+that beat the prior's, then the most focal lesion (highest hit over chance, so a small nodule rather than
+a diffuse pattern): the figure shows that an image-based choice exists, not how often it happens — the
+hit rates with their intervals say that.
 """
 from __future__ import annotations
 
@@ -16,19 +17,21 @@ from simcrop.evaluate.heatmap import DISPLAY_WINDOW, radiological, upsample
 from simcrop.io import atomic_path
 
 
-def pick_sentence(model_hit, model_pointing, prior_hit) -> int | None:
-    """Index of the sentence to show: model best patch on the lesion, largest model − prior hit (ties: the
-    larger model hit, then the first); None when the model points correctly at no sentence."""
-    model_hit, model_pointing, prior_hit = (torch.as_tensor(x, dtype=torch.float64)
-                                            for x in (model_hit, model_pointing, prior_hit))
+def pick_sentence(model_hit, model_pointing, prior_hit, chance) -> int | None:
+    """Index of the sentence to show: the model's best patch on the lesion; then model hit above the
+    prior's; then the largest model hit over chance (ties: the first). None when the model points
+    correctly at no sentence."""
+    model_hit, model_pointing, prior_hit, chance = (torch.as_tensor(x, dtype=torch.float64)
+                                                    for x in (model_hit, model_pointing, prior_hit, chance))
     ok = (model_pointing > 0).nonzero().flatten().tolist()
     if not ok:
         return None
-    return max(ok, key=lambda i: (float(model_hit[i] - prior_hit[i]), float(model_hit[i]), -i))
+    return max(ok, key=lambda i: (bool(model_hit[i] > prior_hit[i]), float(model_hit[i] / chance[i]), -i))
 
 
 def comparison_figure(volume, lesion, sims, model_top, prior_top, sentence: str, out_png, title: str = "") -> Path:
-    """Write a PNG (atomic): two panels of the axial patch layer holding most of the lesion.
+    """Write a PNG (atomic): two panels of the axial patch layer holding most of the model's picks on the
+    lesion (ties: most lesion).
 
     volume (X, Y, Z) scaled HU (the centre crop); lesion (X, Y, Z) bool; sims (gh, gw, gd) the model's
     cosine per patch; model_top, prior_top: flat patch indices (ViT token order) of the two choices.
@@ -44,7 +47,10 @@ def comparison_figure(volume, lesion, sims, model_top, prior_top, sentence: str,
     grid = sims.shape
     patch = [s // g for s, g in zip(volume.shape, grid)]
     on_lesion = lesion.reshape(grid[0], patch[0], grid[1], patch[1], grid[2], patch[2]).any(axis=(1, 3, 5))
-    layer = int(on_lesion.sum(axis=(0, 1)).argmax())                  # patch layer (z) with most lesion
+    model_on = np.zeros(grid, dtype=bool)
+    model_on.reshape(-1)[np.asarray(model_top, dtype=np.int64)] = True
+    model_on &= on_lesion
+    layer = int(np.lexsort((on_lesion.sum(axis=(0, 1)), model_on.sum(axis=(0, 1))))[-1])
     z = layer * patch[2] + patch[2] // 2
     heat = upsample(sims, volume.shape)
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.6))
@@ -55,7 +61,7 @@ def comparison_figure(volume, lesion, sims, model_top, prior_top, sentence: str,
         ax.imshow(radiological(volume[:, :, z]), cmap="gray", vmin=DISPLAY_WINDOW[0], vmax=DISPLAY_WINDOW[1],
                   origin="lower", interpolation="nearest")
         if show_heat:
-            ax.imshow(radiological(heat[:, :, z]), cmap="inferno", alpha=0.4, origin="lower",
+            ax.imshow(radiological(heat[:, :, z]), cmap="inferno", alpha=0.25, origin="lower",
                       interpolation="nearest")
         if lesion[:, :, z].any():
             ax.contour(radiological(lesion[:, :, z]).astype(float), levels=[0.5], colors="cyan", linewidths=1.5)

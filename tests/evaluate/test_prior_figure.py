@@ -5,11 +5,13 @@ from PIL import Image
 from simcrop.evaluate.prior_figure import comparison_figure, pick_sentence
 
 
-def test_pick_sentence_needs_a_correct_best_patch_and_prefers_the_largest_gain():
-    hit, pointing, prior = [0.9, 0.5, 0.6, 0.2], [0, 1, 1, 1], [0.0, 0.1, 0.4, 0.0]
-    assert pick_sentence(hit, pointing, prior) == 1          # gain 0.4 (0.6 - 0.2 = 0.2 at index 2)
-    assert pick_sentence([0.5, 0.5], [1, 1], [0.1, 0.1]) == 0
-    assert pick_sentence(hit, [0, 0, 0, 0], prior) is None   # no sentence pointed at correctly
+def test_pick_sentence_needs_a_correct_best_patch_beating_the_prior_then_the_most_focal_lesion():
+    hit, pointing = [0.9, 0.5, 0.6, 0.2, 0.8], [0, 1, 1, 1, 1]
+    prior, chance = [0.0, 0.1, 0.4, 0.0, 0.9], [0.01, 0.05, 0.3, 0.01, 0.01]
+    assert pick_sentence(hit, pointing, prior, chance) == 3   # 20x chance (index 1: 10x); index 4 does not beat the prior
+    assert pick_sentence([0.5, 0.5], [1, 1], [0.1, 0.1], [0.1, 0.1]) == 0
+    assert pick_sentence([0.5], [1], [0.9], [0.1]) == 0       # none beats the prior: still one to show
+    assert pick_sentence(hit, [0] * 5, prior, chance) is None  # no sentence pointed at correctly
 
 
 def test_comparison_figure_writes_two_panels(tmp_path):
