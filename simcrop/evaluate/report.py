@@ -388,29 +388,35 @@ def _paired_probe(a: dict, b: dict) -> dict | str:
 
 def probe_differences(collected_objectives: dict, names: Sequence[str]) -> tuple[list[dict], list[str]]:
     """Each pre-trained row (SimCroP, its variants, CLIP; not a baseline nor the supervised bound) − each of
-    PROBE_BASELINES, per dataset and fraction both probed: rows {"a", "b", "column", "value", "lo", "hi"}
-    (column as in the table) and a note per pair of rows for fractions without."""
-    rows, notes = [], []
+    PROBE_BASELINES, and mae − random (does masked modelling beat no pre-training?), per dataset and
+    fraction both probed: rows {"a", "b", "column", "value", "lo", "hi"} (column as in the table) and a note
+    per pair of rows for fractions without."""
     mains = [n for n in names if n not in (*PROBE_BASELINES, *NOT_COMPARED)]
-    for name in mains:
-        main = collected_objectives.get(name, {}).get("probe", {})
-        for base in PROBE_BASELINES:
-            other = collected_objectives.get(base, {}).get("probe", {}) if base in names else {}
-            missing: dict[str, list[str]] = {}
-            for dataset in sorted(main, key=lambda d: (d != MAIN_DATASET, d)):          # the table's column order
-                for pct, entry in sorted(main[dataset].items(), key=lambda item: _pct_order(item[0])):
-                    if pct not in other.get(dataset, {}):
-                        continue
-                    column = _fraction_column("probe", dataset, entry, pct)
-                    diff = _paired_probe(entry, other[dataset][pct])
-                    if isinstance(diff, str):
-                        missing.setdefault(diff, []).append(column)
-                    elif _number(diff["value"]) is not None:
-                        rows.append({"a": name, "b": base, "column": column,
-                                     **{k: _number(diff[k]) for k in ("value", "lo", "hi")}})
-            notes += [f"{name} − {base}, probe: no interval for {', '.join(columns)} — {why}."
-                      for why, columns in missing.items()]
+    pairs = [(a, b) for a in mains for b in PROBE_BASELINES if b in names]
+    pairs += [pair for pair in [PROBE_BASELINES] if all(n in names for n in pair)]
+    rows, notes = [], []
+    for a, b in pairs:
+        pair_rows, missing = _probe_pair(collected_objectives.get(a, {}).get("probe", {}),
+                                         collected_objectives.get(b, {}).get("probe", {}))
+        rows += [{"a": a, "b": b, **row} for row in pair_rows]
+        notes += [f"{a} − {b}, probe: no interval for {', '.join(columns)} — {why}." for why, columns in missing.items()]
     return rows, notes
+
+
+def _probe_pair(main: dict, other: dict) -> tuple[list[dict], dict[str, list[str]]]:
+    """Paired probe differences main − other per dataset and fraction, and {why: columns} without one."""
+    rows, missing = [], {}
+    for dataset in sorted(main, key=lambda d: (d != MAIN_DATASET, d)):          # the table's column order
+        for pct, entry in sorted(main[dataset].items(), key=lambda item: _pct_order(item[0])):
+            if pct not in other.get(dataset, {}):
+                continue
+            column = _fraction_column("probe", dataset, entry, pct)
+            diff = _paired_probe(entry, other[dataset][pct])
+            if isinstance(diff, str):
+                missing.setdefault(diff, []).append(column)
+            elif _number(diff["value"]) is not None:
+                rows.append({"column": column, **{k: _number(diff[k]) for k in ("value", "lo", "hi")}})
+    return rows, missing
 
 
 def fraction_curves(collected: dict, objectives: Sequence[str]) -> pd.DataFrame:

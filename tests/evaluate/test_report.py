@@ -360,6 +360,9 @@ def test_probe_cells_show_intervals_and_differences_are_paired(probe_ci_report):
         assert d["value"] == pytest.approx(want) and d["lo"] < d["value"] < d["hi"]
         assert ("simcrop", base, "probe ccccii acc 100%") in diffs
     assert diffs[("simcrop", "random", "probe main AUROC 100%")]["lo"] > 0         # a clear gain excludes 0
+    mae_gain = diffs[("mae", "random", "probe main AUROC 100%")]                    # does MAE beat no pre-training?
+    assert mae_gain["value"] == pytest.approx(tests["mae"]["mean_auroc"] - tests["random"]["mean_auroc"])
+    assert not any(r["a"] == "random" for r in results["differences"])
     text = (out / "results.md").read_text(encoding="utf-8")
     block = text[text.index("Differences"):]
     assert "- simcrop − mae: probe main AUROC 100% " in block and "- simcrop − random: probe main AUROC 100% " in block
