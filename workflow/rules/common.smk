@@ -24,10 +24,17 @@ if NOTICE:
 data_roots.check_roots(CFG)
 
 
-def section_json(*sections):
+# Which rows the experiment has is no setting of one row's job: adding an ablation must not rerun the
+# probes of the rows already evaluated (the report job, which lists the rows, keeps them).
+ROW_KEYS = ("objectives", "variants")
+
+
+def section_json(*sections, rows=False):
     """JSON of the config sections a job needs, for `--set-json` (edits elsewhere do not rerun it)."""
     full = CFG.to_dict()
     picked = {name: full[name] for name in sections}
+    if "experiment" in picked and not rows:
+        picked["experiment"] = {k: v for k, v in picked["experiment"].items() if k not in ROW_KEYS}
     picked.update(run=CFG.run, results_dir=CFG.results_dir)
     return json.dumps(picked, sort_keys=True)
 

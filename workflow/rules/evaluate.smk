@@ -135,7 +135,7 @@ rule report:
     log:
         f"{LOGS}/report.log",
     params:
-        cfg=section_json("experiment", "downstream"),
+        cfg=section_json("experiment", "downstream", rows=True),
         out_dir=lambda wildcards, output: os.path.dirname(output.md),
     conda:
         "../../environment.yml"
