@@ -17,7 +17,7 @@ import time
 import torch
 
 from simcrop import config as config_mod
-from simcrop.model.simcrop import build_collate, build_pretrain_model
+from simcrop.model.factory import build_collate, build_pretrain_model
 from simcrop.text.sentences import build_splitter, split_report
 
 REPORT = (

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from simcrop import config as config_mod
+from simcrop import layout
 
 log = logging.getLogger("simcrop")
 
@@ -66,10 +67,11 @@ def cmd_ingest(args) -> int:
     from simcrop.data.ingest import ingest
 
     cfg = _config(args)
-    manifest = Path(args.manifest or cfg.run_dir / "manifest.csv")
-    report = Path(args.report or manifest.with_name("ingest_report.json"))
+    manifest = Path(args.manifest or layout.run_of(cfg).manifest)
+    beside = layout.DataDir(manifest.parent)          # the report and resolved config go next to the manifest
+    report = Path(args.report or beside.ingest_report)
     summary = ingest(cfg.data, manifest, report)
-    _write_resolved(cfg, manifest.with_name("ingest.config.yaml"))
+    _write_resolved(cfg, beside.resolved_config("ingest"))
     log.info("manifest %s: %s", manifest, summary)
     return 0
 
@@ -78,8 +80,9 @@ def cmd_preprocess(args) -> int:
     from simcrop.data.preprocess import preprocess_shard
 
     cfg = _config(args)
-    out_dir = Path(args.out_dir or cfg.run_dir / "preprocessed")
-    manifest = Path(args.manifest or cfg.run_dir / "manifest.csv")
+    run = layout.run_of(cfg)
+    out_dir = Path(args.out_dir or run.preprocessed)
+    manifest = Path(args.manifest or run.manifest)
     summary = preprocess_shard(manifest, args.shard, out_dir, cfg.preprocess, progress=not args.quiet)
     log.info("shard %d: %s", args.shard, summary)
     return 0
@@ -89,16 +92,12 @@ def cmd_gather(args) -> int:
     from simcrop.data.preprocess import gather_shards
 
     cfg = _config(args)
-    out_dir = Path(args.out_dir or cfg.run_dir)
-    if args.shards:
-        qc_files = [Path(p) for p in args.shards]
-    else:
-        qc_files = sorted((out_dir / "preprocessed" / "shards").glob("*.qc.csv"))
-    # Each shard writes <shard>.qc.csv and <shard>.quarantine.csv side by side.
-    quarantine_files = [p.with_name(p.name.replace(".qc.csv", ".quarantine.csv")) for p in qc_files]
-    gather_shards(qc_files, quarantine_files, out_dir / "qc.csv", out_dir / "quarantine.csv",
-                  out_dir / "preprocess_summary.json", cfg.preprocess.max_bad_fraction)
-    _write_resolved(cfg, out_dir / "preprocess.config.yaml")
+    out = layout.DataDir(args.out_dir or cfg.run_dir)
+    qc_files = [Path(p) for p in args.shards] if args.shards else out.preprocessed.shard_qc_files()
+    quarantine_files = [layout.Preprocessed.quarantine_of(p) for p in qc_files]
+    gather_shards(qc_files, quarantine_files, out.qc, out.quarantine, out.preprocess_summary,
+                  cfg.preprocess.max_bad_fraction)
+    _write_resolved(cfg, out.resolved_config("preprocess"))
     return 0
 
 
@@ -106,9 +105,10 @@ def cmd_sentences(args) -> int:
     from simcrop.text.sentences import sentences_for_manifest
 
     cfg = _config(args)
-    manifest = Path(args.manifest or cfg.run_dir / "manifest.csv")
-    out = Path(args.out or cfg.run_dir / "sentences.jsonl")
-    quarantine = Path(args.quarantine or out.with_name("sentences_quarantine.csv"))
+    run = layout.run_of(cfg)
+    manifest = Path(args.manifest or run.manifest)
+    out = Path(args.out or run.sentences)
+    quarantine = Path(args.quarantine or layout.DataDir(out.parent).sentences_quarantine)
     summary = sentences_for_manifest(manifest, out, cfg.sentences, quarantine)
     log.info("sentences %s: %s", out, summary)
     return 0
@@ -118,11 +118,11 @@ def cmd_show(args) -> int:
     from simcrop.evaluate.montage import write_montage
 
     cfg = _config(args)
-    run_dir = cfg.run_dir
-    out = Path(args.out or run_dir / "figures" / "montage.png")
-    write_montage(manifest=Path(args.manifest or run_dir / "manifest.csv"),
-                  sentences=Path(args.sentences or run_dir / "sentences.jsonl"),
-                  preprocessed=Path(args.preprocessed or run_dir / "preprocessed"),
+    run = layout.run_of(cfg)
+    out = Path(args.out or run.montage)
+    write_montage(manifest=Path(args.manifest or run.manifest),
+                  sentences=Path(args.sentences or run.sentences),
+                  preprocessed=Path(args.preprocessed or run.preprocessed),
                   out=out, n_cases=cfg.show.n_cases)
     log.info("montage written to %s", out)
     return 0
@@ -134,10 +134,9 @@ def cmd_pretrain(args) -> int:
     cfg = _config(args)
     if args.init:
         cfg.pretrain.init = args.init
-    out_dir = Path(args.out_dir or cfg.run_dir / "pretrain" / cfg.model.objective)
-    summary = pretrain(cfg, cfg.run_dir, out_dir, max_steps=args.max_steps, keep_every=cfg.pretrain.keep_every,
-                       pad_mode=cfg.pretrain.pad_mode, progress=not args.quiet, device=args.device,
-                       on_change=args.on_change)
+    out_dir = Path(args.out_dir or layout.run_of(cfg).pretrain_dir(cfg.model.objective))
+    summary = pretrain(cfg, cfg.run_dir, out_dir, max_steps=args.max_steps, progress=not args.quiet,
+                       device=args.device, on_change=args.on_change)
     log.info("pre-training %s: %s", out_dir, summary)
     return 0
 
@@ -155,8 +154,9 @@ def _evaluate(task: str, args) -> int:
 
     cfg = _config(args)
     ev = cfg.evaluate
-    checkpoint = Path(args.checkpoint or cfg.run_dir / "pretrain" / cfg.model.objective / "checkpoints" / "last.pt")
-    out = Path(args.out or cfg.run_dir / "evaluate" / cfg.model.objective / f"{task}.json")
+    run = layout.run_of(cfg)
+    checkpoint = Path(args.checkpoint or run.checkpoint(cfg.model.objective))
+    out = Path(args.out or run.evaluation(cfg.model.objective, task))
     options = dict(split=ev.split, topk=ev.topk or None, batch_size=ev.batch_size, progress=not args.quiet)
     if task == "zeroshot":
         options.update(positive_template=ev.positive_template, negative_template=ev.negative_template)
@@ -183,7 +183,7 @@ def cmd_heatmap(args) -> int:
     from simcrop.evaluate.volume_heatmap import volume_heatmaps
 
     cfg = _config(args)
-    checkpoint = Path(args.checkpoint or cfg.run_dir / "pretrain" / cfg.model.objective / "checkpoints" / "last.pt")
+    checkpoint = Path(args.checkpoint or layout.run_of(cfg).checkpoint(cfg.model.objective))
     device = args.device
     if device is None:
         import torch
@@ -205,20 +205,18 @@ def cmd_prepare(args) -> int:
     from simcrop.evaluate import targets
 
     cfg = _config(args)
-    out_dir = Path(args.out_dir or targets.data_dir(cfg, args.dataset))
+    out_dir = Path(args.out_dir or layout.data_dir(cfg, args.dataset))
     summary = prepare_dataset(targets.downstream_data_config(cfg, args.dataset), cfg.preprocess, out_dir,
                               progress=not args.quiet)
-    _write_resolved(cfg, out_dir / "prepare.config.yaml")
+    _write_resolved(cfg, layout.DataDir(out_dir).resolved_config("prepare"))
     log.info("downstream set %s prepared in %s: %s", args.dataset, out_dir, summary)
     return 0
 
 
 def _encoder(cfg, args):
-    from simcrop.evaluate import targets
-
     if args.encoder:
-        return None if args.encoder == targets.RANDOM else Path(args.encoder)
-    path = targets.encoder_path(cfg, args.objective)
+        return None if args.encoder == layout.RANDOM else Path(args.encoder)
+    path = layout.encoder_of(cfg, args.objective)
     if path is not None and not path.exists():
         raise FileNotFoundError(f"{path}: no encoder for objective {args.objective!r}; run `simcrop pretrain` "
                                 "with that model.objective first, or pass --encoder PATH (or 'random')")
@@ -229,7 +227,7 @@ def _row_name(args) -> str:
     """The results-table row a probe/segment run belongs to: the objective, or the --encoder file's stem."""
     if not args.encoder:
         return args.objective
-    return args.encoder if args.encoder == "random" else Path(args.encoder).stem
+    return args.encoder if args.encoder == layout.RANDOM else Path(args.encoder).stem
 
 
 def _fractions(args, default):
@@ -238,14 +236,14 @@ def _fractions(args, default):
 
 def cmd_probe(args) -> int:
     from simcrop.evaluate import targets
-    from simcrop.train.probe import evaluate_probe
+    from simcrop.evaluate.probe import evaluate_probe
 
     cfg = _config(args)
     pc = cfg.probe
-    data = Path(args.data_dir or targets.data_dir(cfg, args.dataset))
+    data = Path(args.data_dir or layout.data_dir(cfg, args.dataset))
     fractions = [] if args.features_only else _fractions(args, pc.fractions)
-    name = "features" if args.features_only else (targets.percent(args.fraction) if args.fraction else "all")
-    out = Path(args.out or cfg.run_dir / "evaluate" / _row_name(args) / "probe" / args.dataset / f"{name}.json")
+    name = layout.FEATURES if args.features_only else (layout.percent(args.fraction) if args.fraction else "all")
+    out = Path(args.out or layout.run_of(cfg).evaluation(_row_name(args), "probe", args.dataset, name))
     metrics = evaluate_probe(cfg, _encoder(cfg, args), data, out, fractions=fractions, protocol=pc.protocol,
                              steps=pc.steps, batch_size=pc.batch_size, lr=pc.lr, seed=pc.seed,
                              progress=not args.quiet, **targets.probe_settings(cfg, args.dataset))
@@ -256,13 +254,13 @@ def cmd_probe(args) -> int:
 
 def cmd_segment(args) -> int:
     from simcrop.evaluate import targets
-    from simcrop.train.segment import evaluate_segmentation
+    from simcrop.evaluate.segment import evaluate_segmentation
 
     cfg = _config(args)
     sc = cfg.segment
-    data = Path(args.data_dir or targets.data_dir(cfg, args.dataset))
-    name = targets.percent(args.fraction) if args.fraction else "all"
-    out = Path(args.out or cfg.run_dir / "evaluate" / _row_name(args) / "segment" / args.dataset / f"{name}.json")
+    data = Path(args.data_dir or layout.data_dir(cfg, args.dataset))
+    name = layout.percent(args.fraction) if args.fraction else "all"
+    out = Path(args.out or layout.run_of(cfg).evaluation(_row_name(args), "segment", args.dataset, name))
     metrics = evaluate_segmentation(
         cfg, _encoder(cfg, args), data, out, fractions=_fractions(args, sc.fractions), steps=sc.steps,
         crop=sc.crop, protocol=sc.protocol, batch_size=sc.batch_size, samples_per_volume=sc.samples_per_volume,
@@ -279,7 +277,7 @@ def cmd_report(args) -> int:
 
     cfg = _config(args)
     run_dir = Path(args.run_dir or cfg.run_dir)
-    out_dir = Path(args.out_dir or run_dir / "report")
+    out_dir = Path(args.out_dir or layout.Run(run_dir).report)
     results = write_report(run_dir, out_dir, objectives=cfg.experiment.objectives,
                            n_heatmaps=cfg.experiment.n_heatmaps, title=f"SimCroP results: run {cfg.run}")
     log.info("results table (%d objectives, %d columns) in %s", len(results["objectives"]), len(results["columns"]),

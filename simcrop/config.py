@@ -1,8 +1,10 @@
 """One config tree: YAML files (deep-merged in order) → schema check → strict dataclasses.
 
-Defaults live here, in one visible block per section. `config/schema.yaml` checks types and ranges
-(Snakemake validates with it too); a test keeps its keys and these dataclasses in sync. Unknown keys
-fail before any work starts, naming the key.
+Defaults live here, in one visible block per section; config/config.yaml (the demo) holds only what it
+changes. `config/schema.yaml` checks types, ranges and allowed values (Snakemake validates with it too).
+Each list of allowed values has one home in the code (e.g. simcrop.model.objectives, the constants below);
+tests/test_config.py fails when the schema and these dataclasses disagree on a key, a type, a default or
+an allowed value. Unknown keys fail before any work starts, naming the key.
 """
 from __future__ import annotations
 
@@ -19,6 +21,13 @@ import yaml
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 # The embedded default (the demo): Snakemake's `configfile` and the CLI's base, so both train the same model.
 DEFAULT_CONFIG_PATH = SCHEMA_PATH.with_name("config.yaml")
+
+
+# Allowed values used only by the config (the others live beside the code that uses them: see the table in
+# tests/test_config.py). Each is the schema's enum and, where it makes sense, the default.
+CTRATE_RELEASES = ("auto", "v1", "v2")                     # data.release (simcrop.data.adapters.ctrate)
+EXPERIMENT_TASKS = ("probe", "segment", "zeroshot", "retrieval", "grounding")   # simcrop.layout's task kinds
+MAIN_LABEL_MAPS = ("organ", "lesion")                      # experiment.segment_label_map (synthetic maps)
 
 
 class ConfigError(ValueError):
@@ -50,10 +59,10 @@ class FolderAdapterConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"            # synthetic | ctrate | folder | manifest | radchestct | ccccii | luna16 | btcv
+    dataset: str = "synthetic"            # an adapter of simcrop.data.ingest.DATASETS
     # dataset root (ctrate; synthetic: where `simcrop synthesize` writes it), or a prebuilt manifest CSV
     root: str = "data/synthetic"
-    release: str = "auto"                 # CT-RATE release: auto | v1 | v2
+    release: str = "auto"                 # CT-RATE release: one of CTRATE_RELEASES
     exclude_no_chest: bool = True
     val_fraction: float = 0.1             # of training patients, held out for model selection
     test_fraction: float = 0.2            # of patients, held out as test when the dataset has no test split
@@ -82,11 +91,11 @@ class SentencesConfig:
 @dataclass
 class ModelConfig:
     """SimCroP model (method.md §2-3). Inferred values are keys here, recorded in each run's config."""
-    objective: str = "simcrop"            # simcrop | simcrop_batchneg | mae | clip
+    objective: str = "simcrop"            # one of simcrop.model.objectives.OBJECTIVES
     vit: str = "vit_demo"                 # preset in simcrop.model.vit3d.VIT_CONFIGS (vit_base: 12 x 768)
     img_size: list = field(default_factory=lambda: [96, 96, 48])   # crop (x, y, z) voxels; paper 224 x 224 x 112
     patch_size: list = field(default_factory=lambda: [16, 16, 8])
-    pos_embed: str = "3d_sincos"          # 3d_sincos | 2d_legacy (the official repo's depth-agnostic table)
+    pos_embed: str = "3d_sincos"          # POS_EMBED_KINDS; 2d_legacy: the official repo's depth-agnostic table
     mask_ratio: float = 0.75
     norm_pix_loss: bool = False
     decoder_dim: int = 192                # image decoder width (paper scale: 768)
@@ -97,16 +106,16 @@ class ModelConfig:
     proj_dim: int = 256                   # shared space of patches and sentences
     topk: int = 32                        # patches pooled per sentence (inferred default)
     temperature: float = 0.07
-    negatives: str = "report"             # report: other sentences of the same report | batch | both (ablation: sum)
+    negatives: str = "report"             # NEGATIVES: report (other sentences of the same report) | batch | both
     text_mask_prob: float = 0.75          # MLM masking of report tokens
-    mlm_loss_on: str = "masked"           # masked | all (the authors' later code; padding included)
-    topk_selection: str = "features"      # features (authors) | position_centred: choose on features minus their
-    position_momentum: float = 0.99       # grid position's running mean (ablation: no picking by position)
+    mlm_loss_on: str = "masked"           # MLM_LOSS_ON; all: the authors' later code (padding included)
+    topk_selection: str = "features"      # TOPK_SELECTIONS: features (authors) | position_centred: choose on
+    position_momentum: float = 0.99       # features minus their grid position's running mean (ablation)
     same_text_cos: float = 0.0            # batch negatives: a sentence of another report whose frozen-text cosine
                                           # exceeds this is no negative (0: off, the authors' form)
     text_decoder_layers: int = 6
     text_decoder_heads: int = 6
-    loss_weights: dict = field(default_factory=lambda: {"image": 1.0, "align": 1.0, "report": 1.0})
+    loss_weights: dict = field(default_factory=lambda: {"image": 1.0, "align": 1.0, "report": 1.0})  # LOSS_NAMES
 
 
 @dataclass
@@ -121,7 +130,7 @@ class PretrainConfig:
     warmup_steps: int = 30
     seed: int = 42                        # + rank
     num_workers: int = 2
-    precision: str = "auto"               # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
+    precision: str = "auto"               # simcrop.train.loop.PRECISIONS; auto: bf16 autocast on CUDA, fp32 on CPU
     checkpoint_every: int = 100           # steps; atomic, with optimiser/scheduler/RNG state
     keep_every: int = 0                   # also keep checkpoints/step_XXXXXX.pt every N steps (0: last.pt only)
     log_every: int = 10
@@ -131,14 +140,16 @@ class PretrainConfig:
     scale_crop: list = field(default_factory=lambda: [0.8, 1.0])
     intensity_shift: float = 0.1
     intensity_shift_prob: float = 0.1
-    pad_mode: str = "reflect"             # volumes smaller than the crop: reflect (air where too small) | constant
+    pad_mode: str = "reflect"             # PAD_MODES, for volumes smaller than the crop: reflect (air where too
+                                          # small) | constant
     diagnostics: bool = False             # log where the top-K picks land (needs the synthetic lesion/organ maps)
 
 
 @dataclass
 class EvaluateConfig:
-    """Zero-shot, retrieval and grounding (method.md §5; data fractions and probes come later)."""
-    split: str = "test"
+    """Zero-shot, retrieval and grounding (method.md §5); linear probes and segmentation over data fractions
+    are ProbeConfig and SegmentConfig."""
+    split: str = "test"                   # a manifest split (simcrop.data.manifest.SPLITS)
     topk: int = 0                         # 0: the checkpoint's model.topk
     batch_size: int = 2                   # volumes per encoder batch
     positive_template: str = "{label} is present."
@@ -148,9 +159,10 @@ class EvaluateConfig:
 
 @dataclass
 class ProbeConfig:
-    """Linear probe on the frozen encoder (simcrop.train.probe)."""
+    """Linear probe on the frozen encoder (simcrop.evaluate.probe)."""
     fractions: list = field(default_factory=lambda: [0.01, 0.1, 1.0])  # nested patient-level training subsets
-    protocol: str = "holdout"             # holdout: select on val, report on test | val_is_test (official, optimistic)
+    protocol: str = "holdout"             # PROTOCOLS; holdout: select on val, report on test | val_is_test
+                                          # (official, optimistic)
     steps: int = 1000
     batch_size: int = 32
     lr: float = 1.5e-3
@@ -164,7 +176,7 @@ class ProbeConfig:
 
 @dataclass
 class SegmentConfig:
-    """UNETR fine-tuning from the pre-trained ViT (simcrop.train.segment)."""
+    """UNETR fine-tuning from the pre-trained ViT (simcrop.evaluate.segment)."""
     fractions: list = field(default_factory=lambda: [0.1, 1.0])
     protocol: str = "holdout"
     steps: int = 500
@@ -184,12 +196,12 @@ class SegmentConfig:
 @dataclass
 class DownstreamDatasetConfig:
     """One downstream set (an entry of `downstream`), ingested and preprocessed like the main data."""
-    dataset: str = "radchestct"           # an adapter: radchestct | ccccii | luna16 | btcv | folder | manifest | ctrate
+    dataset: str = "radchestct"           # an adapter of simcrop.data.ingest.DATASETS other than synthetic
     root: str = ""
-    tasks: list = field(default_factory=lambda: ["probe"])      # probe | segment
-    probe_task: str = "multilabel"        # multilabel (BCE, AUROC) | multiclass (CE, accuracy; CC-CCII)
+    tasks: list = field(default_factory=lambda: ["probe"])      # of simcrop.layout.FRACTION_TASKS
+    probe_task: str = "multilabel"        # evaluate.probe.TASKS: multilabel (BCE, AUROC) | multiclass (CE; CC-CCII)
     labels: list = field(default_factory=list)                  # probe labels; empty: all of the manifest
-    label_map: str = "organ"              # segment: organ (synthetic) | luna16 | btcv | lesion
+    label_map: str = "organ"              # segment: evaluate.segment.LABEL_MAPS, organ (synthetic) | luna16 | ...
     classes: list = field(default_factory=list)                 # segment classes; empty: the label map's default
 
 
@@ -201,9 +213,9 @@ class ExperimentConfig:
     # {name: {objective, init_from: <row>, model: {...}, pretrain: {...}}}; see simcrop/train/variants.py
     variants: dict = field(default_factory=dict)
     # on the pre-training data's test split ("main"); zeroshot/retrieval/grounding need a text side
-    tasks: list = field(default_factory=lambda: ["probe", "segment", "zeroshot", "retrieval", "grounding"])
+    tasks: list = field(default_factory=lambda: list(EXPERIMENT_TASKS))
     downstream: list = field(default_factory=list)              # names of `downstream` entries to evaluate
-    segment_label_map: str = "organ"      # main-data segmentation: organ (lungs + airway) | lesion
+    segment_label_map: str = "organ"      # MAIN_LABEL_MAPS: main-data segmentation, organ (lungs + airway) | lesion
     n_heatmaps: int = 2                   # grounding heat maps copied into the report
 
 

@@ -5,14 +5,22 @@
       qc.csv  quarantine.csv  preprocess_summary.json
       preprocessed/volumes/<id>.nii.gz        Preprocessed
       preprocessed/masks/<id>.<kind>.nii.gz   kind: lesion | organ
+      preprocessed/qc/<id>.json               a volume's QC record, written last: the volume is done
       preprocessed/shards/<00000>.qc.csv      one QC and one quarantine table per preprocess shard
       downstream/<name>/                      a DataDir per downstream evaluation set
       pretrain/<row>/encoder.pt  metrics.json  checkpoints/last.pt  dvclive/
-      evaluate/<row>/<task>/<dataset>/<name>.json   probe | segment, name: a data-fraction percent or "all"
+      evaluate/<row>/<task>/<dataset>/<name>.json   probe | segment, name: a data-fraction percent, "all"
+                                                    or "features" (the probe's features, before any fraction)
       evaluate/<row>/<task>.json              zeroshot | retrieval | grounding
-      report/  figures/montage.png  logs/  benchmarks/  cache/features/
+      evaluate/<row>/grounding_figures/       heat maps beside grounding.json (figures_beside)
+      report/  figures/montage.png  cache/features/
+      logs/<step>/.../<job>.log  benchmarks/<rule>/.../<job>.tsv   one per Snakemake job
 
 Paths are built from strings, so Snakemake wildcards ("{objective}") pass through unchanged.
+
+The functions at the end list what a Config's run reads and makes (the Snakemake rules' targets and
+inputs): workflow/rules/common.smk imports only simcrop.config and this module, and the modules that
+decide (rows, tasks, roots) are imported inside those functions, so `import simcrop.layout` stays light.
 """
 from __future__ import annotations
 
@@ -24,6 +32,11 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 ENCODER = "encoder.pt"
 DVCLIVE = "dvclive"
+MAIN = "main"                     # the pre-training corpus as an evaluation dataset: the run folder itself
+RANDOM = "random"                 # the untrained row: evaluated, never pre-trained (no pretrain/ folder)
+FRACTION_TASKS = ("probe", "segment")                  # evaluate/<row>/<task>/<dataset>/<pct>.json
+TEXT_TASKS = ("zeroshot", "retrieval", "grounding")    # evaluate/<row>/<task>.json
+FEATURES = "features"             # evaluate/<row>/probe/<dataset>/features.json: the probe's one feature pass
 
 
 def num_shards(n_rows: int, shard_size: int) -> int:
@@ -40,6 +53,11 @@ def shard_name(shard: int | str) -> str:
 
 def shard_names(n_rows: int, shard_size: int) -> list[str]:
     return [shard_name(i) for i in range(num_shards(n_rows, shard_size))]
+
+
+def percent(fraction: float) -> str:
+    """File-name form of a data fraction: 0.01 -> "1", 0.1 -> "10", 1.0 -> "100"."""
+    return f"{100 * float(fraction):g}"
 
 
 class Preprocessed:
@@ -66,6 +84,9 @@ class Preprocessed:
     def mask(self, volume_id: str, kind: str) -> Path:
         return self.masks / f"{volume_id}.{kind}.nii.gz"
 
+    def qc_record(self, volume_id: str) -> Path:
+        return self.root / "qc" / f"{volume_id}.json"
+
     def shard_qc(self, shard: int | str) -> Path:
         return self.shards / f"{shard_name(shard)}.qc.csv"
 
@@ -81,6 +102,9 @@ class Preprocessed:
         shard_qc = Path(shard_qc)
         return shard_qc.with_name(shard_qc.name.replace(".qc.csv", ".quarantine.csv"))
 
+    def __fspath__(self) -> str:
+        return str(self.root)
+
 
 class DataDir:
     """A folder holding one dataset's tables and its preprocessed volumes (the run, or a downstream set)."""
@@ -91,6 +115,7 @@ class DataDir:
     manifest = property(lambda self: self.root / "manifest.csv")
     ingest_report = property(lambda self: self.root / "ingest_report.json")
     sentences = property(lambda self: self.root / "sentences.jsonl")
+    sentences_quarantine = property(lambda self: self.root / "sentences_quarantine.csv")
     qc = property(lambda self: self.root / "qc.csv")
     quarantine = property(lambda self: self.root / "quarantine.csv")
     preprocess_summary = property(lambda self: self.root / "preprocess_summary.json")
@@ -150,7 +175,145 @@ class Run(DataDir):
     logs = property(lambda self: self.root / "logs")
     benchmarks = property(lambda self: self.root / "benchmarks")
 
+    def log(self, *job: str) -> Path:
+        """`logs/<step>/.../<job>.log`, one per Snakemake job: log("pretrain", "{objective}")."""
+        return self.logs.joinpath(*job[:-1], f"{job[-1]}.log")
+
+    def benchmark(self, rule: str, *job: str) -> Path:
+        """`benchmarks/<rule>/.../<job>.tsv`: Snakemake's `benchmark:` file (the report reads the rule from
+        the first folder, simcrop.evaluate.report.read_benchmarks)."""
+        return self.benchmarks.joinpath(rule, *job[:-1], f"{job[-1]}.tsv")
+
 
 def run_of(cfg) -> Run:
     """The run folder of a Config (`<results_dir>/<run>`)."""
     return Run(cfg.run_dir)
+
+
+def data_dir(cfg, name: str) -> DataDir:
+    """The folder of evaluation dataset `name`: the run itself for MAIN, else `downstream/<name>/`."""
+    if name == MAIN:
+        return run_of(cfg)
+    cfg.downstream_dataset(name)                     # clear error for an unknown name
+    return run_of(cfg).downstream(name)
+
+
+def encoder_of(cfg, row: str) -> Path | None:
+    """The exported encoder an evaluation of `row` loads (None for the untrained RANDOM row)."""
+    return None if row == RANDOM else run_of(cfg).encoder(row)
+
+
+def figures_beside(result_json) -> Path:
+    """The folder of figures a task writes beside its result file: `grounding.json` -> `grounding_figures/`."""
+    result_json = Path(result_json)
+    return result_json.with_name(f"{result_json.stem}_figures")
+
+
+def synthetic_marker(data_root) -> Path:
+    """The file `simcrop synthesize` writes last under a corpus root: the synthetic corpus is done."""
+    return Path(data_root) / "synthetic" / "corpus.json"
+
+
+# ---------------------------------------------------------------- what a Config's run reads and makes
+
+def dropped_notice(cfg) -> str:
+    """One line naming the demo downstream sets an overlay inherited and the run drops ("" when none)."""
+    from simcrop.data import roots
+
+    return roots.dropped_notice(cfg)
+
+
+def check_roots(cfg) -> None:
+    """ConfigError naming the key and path of each root the run reads that does not exist."""
+    from simcrop.data import roots
+
+    roots.check_roots(cfg)
+
+
+def ingest_inputs(cfg) -> list[str]:
+    """What ingest reads: the synthetic corpus's marker, or the dataset's folder and each of its CSVs (a
+    folder's time stamp misses an edited CSV inside it), so a CSV edit reruns ingest."""
+    if cfg.data.dataset == "synthetic":
+        return [str(synthetic_marker(cfg.data.root))]
+    from simcrop.data.ingest import input_files
+
+    return input_files(cfg.data)
+
+
+def downstream_inputs(cfg, name: str) -> list[str]:
+    """What preparing downstream set `name` reads: the corpus marker for a set synthesized with the run's
+    corpus, else its root."""
+    from simcrop.data import roots
+
+    root = cfg.downstream_dataset(name).root
+    return [str(synthetic_marker(cfg.data.root))] if roots.synthesized_here(cfg, root) else [root]
+
+
+def manifest_shards(manifest, shard_size: int) -> list[str]:
+    """The shard names a manifest makes (its row count read without parsing the whole table)."""
+    from simcrop.data.manifest import count_rows
+
+    return shard_names(count_rows(manifest), shard_size)
+
+
+def trained_rows(cfg) -> list[str]:
+    """Every name a pre-training job can have: the built-in objectives and the configured variants."""
+    from simcrop.train import variants
+
+    return variants.trained_rows(cfg)
+
+
+def pretrain_settings(cfg, row: str) -> tuple[dict, dict]:
+    """(model, pretrain) settings a row trains with (a variant's merged over the run's)."""
+    from simcrop.train import variants
+
+    return variants.settings(cfg, row)
+
+
+def init_encoder(cfg, row: str) -> Path | None:
+    """The encoder of the row that `row` starts from (a variant's `init_from`; None: none)."""
+    from simcrop.train import variants
+
+    source = variants.init_row(cfg, row)
+    return None if source is None else run_of(cfg).encoder(source)
+
+
+def pretrained_rows(cfg) -> list[str]:
+    """The experiment's rows that have a pre-training job (every row but RANDOM)."""
+    return [row for row in cfg.experiment.objectives if row != RANDOM]
+
+
+def pretrain_targets(cfg) -> list[Path]:
+    """The encoder of every pre-trained row of the experiment, and of the configured model.objective."""
+    run, rows = run_of(cfg), dict.fromkeys([*pretrained_rows(cfg), cfg.model.objective])
+    return [run.encoder(row) for row in rows]
+
+
+def evaluation_targets(cfg) -> list[Path]:
+    """row x (probe | segment) x dataset x fraction, then pre-trained row x text task on the main data."""
+    from simcrop.data import roots
+    from simcrop.evaluate import targets
+
+    run, rows = run_of(cfg), cfg.experiment.objectives
+    out = []
+    for dataset in [MAIN, *roots.experiment_downstream(cfg)]:
+        for task in targets.tasks_of(cfg, dataset):
+            fractions = cfg.probe.fractions if task == "probe" else cfg.segment.fractions
+            out += [run.evaluation(row, task, dataset, percent(f)) for row in rows for f in fractions]
+    text_tasks = [task for task in cfg.experiment.tasks if task in TEXT_TASKS]
+    return out + [run.evaluation(row, task) for row in pretrained_rows(cfg) for task in text_tasks]
+
+
+def report_inputs(cfg) -> list[Path]:
+    """What the report reads: every evaluation, and each pre-trained row's metrics."""
+    run = run_of(cfg)
+    return [*evaluation_targets(cfg), *(run.pretrain_metrics(row) for row in pretrained_rows(cfg))]
+
+
+REPORT_PAGES = ("results.md", "metrics.json", "results.html", "heatmaps.html", "benchmarks.html")
+
+
+def report_targets(cfg) -> list[Path]:
+    """The results table and metrics, and the pages `snakemake --report` embeds (asked for by name, so a
+    run made before they existed gets them too)."""
+    return [run_of(cfg).report / name for name in REPORT_PAGES]

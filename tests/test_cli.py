@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from simcrop import cli
+from simcrop import cli, layout
 
 SUBCOMMANDS = ["config", "synthesize", "ingest", "preprocess", "gather", "sentences", "pretrain", "export", "zeroshot", "retrieve", "ground", "heatmap", "show",
                "prepare", "probe", "segment", "report"]
@@ -42,7 +42,7 @@ def test_bad_config_exits_2_with_the_key(caplog):
 def test_probe_without_a_pretrained_encoder_names_the_file(tmp_path, caplog):
     code = cli.main(["probe", "--set-json", f'{{"results_dir": "{tmp_path}"}}', "--objective", "mae"])
     assert code == 1
-    assert f"{tmp_path}/demo/pretrain/mae/encoder.pt" in caplog.text and "simcrop pretrain" in caplog.text
+    assert str(layout.Run(tmp_path / "demo").encoder("mae")) in caplog.text and "simcrop pretrain" in caplog.text
 
 
 def test_prepare_of_an_unknown_downstream_set_exits_2(caplog):

@@ -1,5 +1,9 @@
 import dataclasses
+import importlib
 import re
+import subprocess
+import sys
+import typing
 
 import pytest
 import yaml
@@ -33,6 +37,145 @@ def _dataclass_keys(cls, prefix=""):
 def test_schema_and_dataclasses_have_the_same_keys():
     schema = yaml.safe_load(cfgmod.SCHEMA_PATH.read_text())
     assert _schema_keys(schema) == _dataclass_keys(cfgmod.Config)
+
+
+# Every enum of config/schema.yaml and the code constant it must equal: "*" is any key of a free mapping
+# (experiment.variants, downstream). A new enum fails test_every_schema_enum_comes_from_the_code until it
+# is listed here, so each list of allowed values has one home in the code.
+ENUMS = {
+    "synthesize.preset": ("simcrop.data.synthetic.presets", "PRESETS"),
+    "data.dataset": ("simcrop.data.ingest", "DATASETS"),
+    "data.release": ("simcrop.config", "CTRATE_RELEASES"),
+    "sentences.sections[]": ("simcrop.text.sentences", "SECTIONS"),
+    "model.objective": ("simcrop.model.objectives", "OBJECTIVES"),
+    "model.pos_embed": ("simcrop.model.objectives", "POS_EMBED_KINDS"),
+    "model.negatives": ("simcrop.model.objectives", "NEGATIVES"),
+    "model.mlm_loss_on": ("simcrop.model.objectives", "MLM_LOSS_ON"),
+    "model.topk_selection": ("simcrop.model.objectives", "TOPK_SELECTIONS"),
+    "pretrain.precision": ("simcrop.train.loop", "PRECISIONS"),
+    "pretrain.pad_mode": ("simcrop.data.transforms", "PAD_MODES"),
+    "evaluate.split": ("simcrop.data.manifest", "SPLITS"),
+    "probe.protocol": ("simcrop.data.splits", "PROTOCOLS"),
+    "probe.view": ("simcrop.evaluate.probe_features", "VIEWS"),
+    "segment.protocol": ("simcrop.data.splits", "PROTOCOLS"),
+    "experiment.tasks[]": ("simcrop.config", "EXPERIMENT_TASKS"),
+    "experiment.segment_label_map": ("simcrop.config", "MAIN_LABEL_MAPS"),
+    "experiment.variants.*.objective": ("simcrop.model.objectives", "OBJECTIVES"),
+    "downstream.*.dataset": ("simcrop.data.ingest", "DATASETS", {"synthetic"}),   # all but these
+    "downstream.*.tasks[]": ("simcrop.layout", "FRACTION_TASKS"),
+    "downstream.*.probe_task": ("simcrop.evaluate.probe", "TASKS"),
+    "downstream.*.label_map": ("simcrop.evaluate.segment", "LABEL_MAPS"),
+}
+FIXED_KEYS = {"model.loss_weights": ("simcrop.model.objectives", "LOSS_NAMES")}   # mappings with fixed keys
+JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array", dict: "object"}
+
+
+def _constant(module, name, leave_out=()):
+    values = getattr(importlib.import_module(module), name)
+    return {v for v in values if v not in leave_out}
+
+
+def _resolve(node, schema):
+    ref = node.get("$ref", "")
+    return _resolve(schema["$defs"][ref.split("/")[-1]], schema) if ref else node
+
+
+def _schema_enums(node, schema, path=""):
+    """{dotted path: enum values} of every enum under `node` (array items: `path[]`, free mappings: `*`)."""
+    node, found = _resolve(node, schema), {}
+    if "enum" in node:
+        found[path] = node["enum"]
+    for name, sub in node.get("properties", {}).items():
+        found |= _schema_enums(sub, schema, f"{path}.{name}" if path else name)
+    if isinstance(node.get("additionalProperties"), dict):
+        found |= _schema_enums(node["additionalProperties"], schema, f"{path}.*")
+    if "items" in node:
+        found |= _schema_enums(node["items"], schema, f"{path}[]")
+    for option in node.get("oneOf", []):
+        found |= _schema_enums(option, schema, path)
+    return found
+
+
+def _schema_types(node) -> set:
+    """The JSON types a (resolved) property accepts."""
+    if "type" in node:
+        return set(node["type"]) if isinstance(node["type"], list) else {node["type"]}
+    if "enum" in node:
+        return {JSON_TYPES[type(v)] for v in node["enum"]}
+    return set().union(*(_schema_types(o) for o in node.get("oneOf", [])))
+
+
+def _check_fields(cls, node, schema, where=""):
+    """Each field of dataclass `cls` against its schema property: same keys, compatible type, and a default
+    the schema accepts. Returns the problems."""
+    import jsonschema
+
+    node, problems = _resolve(node, schema), []
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    props = node.get("properties", {})
+    problems += [f"{where}{k}: a dataclass field without a schema property" for k in sorted(set(fields) - set(props))]
+    problems += [f"{where}{k}: a schema property without a dataclass field" for k in sorted(set(props) - set(fields))]
+    hints = typing.get_type_hints(cls)
+    for name in sorted(set(fields) & set(props)):
+        field, prop, key = fields[name], _resolve(props[name], schema), f"{where}{name}"
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        if dataclasses.is_dataclass(default):
+            problems += _check_fields(type(default), prop, schema, f"{key}.")
+            continue
+        hint = hints[name]
+        allowed = {JSON_TYPES[t] for t in typing.get_args(hint) if t in JSON_TYPES} or {JSON_TYPES[hint]}
+        if type(None) in typing.get_args(hint):
+            allowed.add("null")
+        accepted = _schema_types(prop)
+        if not accepted or not accepted <= allowed | ({"number"} if "integer" in allowed else set()):
+            problems.append(f"{key}: the field is {sorted(allowed)}, the schema {sorted(accepted) or 'untyped'}")
+        if name in node.get("required", ()):       # must be given: the default is a placeholder
+            continue
+        errors = list(jsonschema.Draft202012Validator({**prop, "$defs": schema.get("$defs", {})}).iter_errors(default))
+        if errors:
+            problems.append(f"{key}: the default {default!r} fails the schema: {errors[0].message}")
+    return problems
+
+
+def test_schema_agrees_with_the_dataclasses():
+    schema = yaml.safe_load(cfgmod.SCHEMA_PATH.read_text())
+    problems = _check_fields(cfgmod.Config, schema, schema)
+    problems += _check_fields(cfgmod.DownstreamDatasetConfig, schema["$defs"]["downstream_dataset"], schema,
+                              "downstream.*.")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_schema_enum_comes_from_the_code():
+    schema = yaml.safe_load(cfgmod.SCHEMA_PATH.read_text())
+    enums = _schema_enums(schema, schema)
+    assert set(enums) == set(ENUMS), "schema enums without a code constant in ENUMS (or gone from the schema)"
+    for path, (module, name, *leave_out) in ENUMS.items():
+        code = _constant(module, name, *leave_out)
+        assert len(enums[path]) == len(set(enums[path])) and set(enums[path]) == code, \
+            f"config/schema.yaml {path}: {enums[path]} but {module}.{name} says {sorted(code)}"
+    for path, (module, name) in FIXED_KEYS.items():
+        node = schema
+        for part in path.split("."):
+            node = node["properties"][part]
+        assert set(node["properties"]) == _constant(module, name), path
+
+
+def test_the_variants_and_the_models_share_one_list_of_objectives():
+    from simcrop.model import objectives
+    from simcrop.train import variants
+
+    assert variants.OBJECTIVES is objectives.OBJECTIVES
+    assert set(cfgmod.ModelConfig().loss_weights) == set(objectives.LOSS_NAMES)
+    assert cfgmod.ModelConfig().objective in objectives.OBJECTIVES
+
+
+def test_loading_a_config_does_not_import_torch(repo_root):
+    """Snakemake's DAG and `simcrop config` load configs (variants included) without paying for torch."""
+    code = ("import sys; from simcrop import config; config.load([sys.argv[1]]); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code, str(repo_root / "config" / "config.yaml")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_every_shipped_config_is_valid(repo_root):

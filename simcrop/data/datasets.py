@@ -4,79 +4,47 @@
     manifest.csv       volume_id, scan_id, split, findings, impressions (report text)
     qc.csv             volume_ids that preprocessed successfully (column volume_id)
     sentences.jsonl    one line per volume: {"volume_id", "scan_id", "split", "sentences": [...]}
-    <preprocessed>/volumes/<volume_id>.nii.gz   int16 HU, RAS, clipped to [-1000, 1000]
+    <preprocessed>/volumes/<volume_id>.nii.gz   int16 HU, RAS, clipped to preprocess.hu_window
 
-It keeps the volumes of one split that are in qc.csv and have at least one Findings sentence, and says
-how many it dropped for which reason. With labels=True (the supervised objective) it also gives each
+It keeps the volumes of one split that are in qc.csv, exist and have at least one Findings sentence
+(`simcrop.data.selection`, the filter every step shares), and says how many it dropped for which reason.
+Images are read by `simcrop.data.volume_io.load_preprocessed` with `hu_window` (default [-1000, 1000]:
+HU / 1000; the caller passes preprocess.hu_window). With labels=True (the supervised objective) it also gives each
 sample its label vector and drops train volumes without labels (counted as "no labels" in the log): an
-all-zero vector would teach "normal" for a scan nobody labelled. An index may be an int or an (index, epoch) pair: the pair is
-what `simcrop.train.distributed.StepSampler` yields, and the augmentation of a sample is seeded from
-(seed, epoch, index) so it is the same whatever the worker count or resume point.
+all-zero vector would teach "normal" for a scan nobody labelled. An index may be an int or an (index,
+epoch) pair: the pair is what the trainer's `StepSampler` (train/distributed.py) yields, and the
+augmentation of a sample is seeded from (seed, epoch, index) so it is the same whatever the worker count
+or resume point.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from simcrop import layout
 from simcrop.data.manifest import labels_of, read_manifest
+from simcrop.data.selection import select_volumes
 from simcrop.data.transforms import (apply, eval_transform, sample_seed, seed_transform, smaller_axes,
                                      train_transform)
+from simcrop.data.volume_io import DEFAULT_HU_WINDOW, load_preprocessed
 
 MASK_STREAM = 1                        # sample_seed stream of a report's MLM mask (0: augmentation)
 
 log = logging.getLogger(__name__)
-HU_MIN, HU_MAX = -1000.0, 1000.0
 # QC columns that change when a volume's voxels do (the data fingerprint); timings and paths do not count
 QC_FINGERPRINT = ("output_shape", "output_spacing", "hu_p1", "hu_p50", "hu_p99")
 
 
 class EmptyDatasetError(ValueError):
     """No volume survived the filters; the message names the files and the counts."""
-
-
-def load_volume(path: str | os.PathLike) -> torch.Tensor:
-    """Read a preprocessed NIfTI -> (1, X, Y, Z) float32 in [-1, 1] (HU clipped, / 1000).
-
-    Raises ValueError unless the volume is 3D and RAS, the preprocess contract.
-    """
-    img = nib.load(str(path))
-    if len(img.shape) != 3:
-        raise ValueError(f"{path}: expected a 3D volume, got shape {img.shape}")
-    codes = nib.aff2axcodes(img.affine)
-    if codes != ("R", "A", "S"):
-        raise ValueError(f"{path}: expected RAS orientation (run `simcrop preprocess`), got {''.join(codes)}")
-    array = np.asanyarray(img.dataobj)            # int16 as stored (no scaling in preprocess output)
-    return scale_hu(array).unsqueeze(0)
-
-
-def scale_hu(array: np.ndarray) -> torch.Tensor:
-    """HU (X, Y, Z) → float32 tensor in [-1, 1] (clipped to ±1000 HU, / 1000): the encoder's input scale."""
-    x = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32)
-    return x.clamp_(HU_MIN, HU_MAX).mul_(1.0 / HU_MAX)
-
-
-def read_sentences(path: str | os.PathLike) -> dict[str, dict]:
-    """sentences.jsonl -> {volume_id: record}."""
-    records = {}
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{line_no}: not valid JSON: {err}") from err
-                records[str(record["volume_id"])] = record
-    return records
 
 
 class PretrainDataset(Dataset):
@@ -100,15 +68,18 @@ class PretrainDataset(Dataset):
                  crop_size: Sequence[int] = (96, 96, 48), augment: bool = True, seed: int = 0,
                  flip_prob: float = 0.2, scale_crop: Sequence[float] = (0.8, 1.0), intensity_shift: float = 0.1,
                  intensity_shift_prob: float = 0.1, pad_mode: str = "reflect", maps: bool = False,
-                 labels: bool = False, label_names: Sequence[str] | None = None):
+                 labels: bool = False, label_names: Sequence[str] | None = None,
+                 hu_window: Sequence[float] = DEFAULT_HU_WINDOW):
         self.crop_size = tuple(int(s) for s in crop_size)
         if len(self.crop_size) != 3 or min(self.crop_size) < 1:
             raise ValueError(f"crop_size must be three positive sizes (x, y, z); got {list(crop_size)}")
         self.split, self.augment, self.seed, self.maps = split, augment, int(seed), bool(maps)
         self.labels = bool(labels)
         self.label_names: list[str] | None = list(label_names) if label_names else None
-        self.volumes_dir = Path(preprocessed_dir) / "volumes"
-        self.masks_dir = Path(preprocessed_dir) / "masks"
+        self.hu_window = tuple(float(v) for v in hu_window)     # preprocess.hu_window: the volumes' clip
+        self.preprocessed = layout.Preprocessed(preprocessed_dir)
+        self.volumes_dir = self.preprocessed.volumes
+        self.masks_dir = self.preprocessed.masks
         self.items, self.dropped = self._select(Path(manifest_path), Path(sentences_path), Path(qc_path))
         if augment:
             self.transform = train_transform(self.crop_size, flip_prob, scale_crop, intensity_shift,
@@ -121,48 +92,26 @@ class PretrainDataset(Dataset):
     def _select(self, manifest_path: Path, sentences_path: Path, qc_path: Path) -> tuple[list[dict], dict]:
         manifest = read_manifest(manifest_path)
         rows = manifest[manifest["split"] == self.split]
-        if not qc_path.exists():
-            raise FileNotFoundError(f"{qc_path}: qc.csv not found (run `simcrop gather` after preprocess)")
-        if not sentences_path.exists():
-            raise FileNotFoundError(f"{sentences_path}: sentences not found (run `simcrop sentences`)")
-        qc = pd.read_csv(qc_path, dtype=str, keep_default_na=False)
-        qc_rows = {str(r["volume_id"]): r for r in qc.to_dict("records")}
-        ok = set(qc_rows)
-        sentences = read_sentences(sentences_path)
-        dropped = {"not_in_qc": 0, "no_findings_sentence": 0, "missing_file": 0}
-        if self.labels:
-            dropped["no_labels"] = 0
-            if self.label_names is None:
-                self.label_names = next((list(d) for d in map(labels_of, rows.to_dict("records")) if d), None)
+        if self.labels and self.label_names is None:     # from the split's first labelled row, kept or not
+            self.label_names = next((list(d) for d in map(labels_of, rows.to_dict("records")) if d), None)
+        selection = select_volumes(manifest, qc_path, self.preprocessed, self.split, sentences=sentences_path,
+                                   labels=self.labels)
+        dropped = selection.dropped
         items = []
-        for row in rows.to_dict("records"):
+        for row in selection.rows():
             volume_id = str(row["volume_id"])
-            if volume_id not in ok:
-                dropped["not_in_qc"] += 1
-                continue
-            record = sentences.get(volume_id, {})
-            findings = [s for s in record.get("sentences", []) if s.get("section") == "findings"]
-            if not findings:
-                dropped["no_findings_sentence"] += 1
-                continue
-            path = self.volumes_dir / f"{volume_id}.nii.gz"
-            if not path.exists():
-                dropped["missing_file"] += 1
-                continue
             extra = {}
             if self.labels:
                 values = labels_of(row)
-                if not values:
-                    dropped["no_labels"] += 1
-                    continue
                 missing = [name for name in self.label_names if name not in values]
                 if missing:
                     raise ValueError(f"{manifest_path}: volume {volume_id!r} has labels but not {missing[:5]} "
                                      f"(label names: {self.label_names})")
                 extra["labels"] = [float(values[name]) for name in self.label_names]
-            items.append({**extra, "volume_id": volume_id, "scan_id": str(row["scan_id"]), "path": str(path),
-                          "findings": row["findings"], "impressions": row["impressions"], "sentences": findings,
-                          "qc": [qc_rows[volume_id].get(k, "") for k in QC_FINGERPRINT]})
+            items.append({**extra, "volume_id": volume_id, "scan_id": str(row["scan_id"]),
+                          "path": selection.paths[volume_id], "findings": row["findings"],
+                          "impressions": row["impressions"], "sentences": selection.sentences[volume_id],
+                          "qc": [selection.qc[volume_id].get(k, "") for k in QC_FINGERPRINT]})
         summary = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in dropped.items())
         log.info("pretrain dataset (%s): %d volumes in split, kept %d; dropped %s",
                  self.split, len(rows), len(items), summary)
@@ -187,7 +136,7 @@ class PretrainDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         index, epoch = (key, 0) if isinstance(key, (int, np.integer)) else (int(key[0]), int(key[1]))
         item = self.items[index]
-        image = load_volume(item["path"])
+        image = load_preprocessed(item["path"], self.hu_window)
         small = smaller_axes(image.shape[1:], self.crop_size)
         if small and item["volume_id"] not in self._warned:
             self._warned.add(item["volume_id"])
@@ -213,7 +162,7 @@ class PretrainDataset(Dataset):
         map) where the preprocessed folder has none (real data)."""
         maps = []
         for kind, missing in (("lesion", 0.0), ("organ", -1.0)):
-            path = self.masks_dir / f"{volume_id}.{kind}.nii.gz"
+            path = self.preprocessed.mask(volume_id, kind)
             if path.exists():
                 array = np.asanyarray(nib.load(str(path)).dataobj)
                 if tuple(array.shape) != tuple(shape):

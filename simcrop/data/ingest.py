@@ -15,8 +15,6 @@ an adapter reads, so Snakemake reruns ingest (and what follows) when a reports o
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from simcrop.data.adapters.folder import read_folder
 from simcrop.data.adapters.luna16 import read_luna16
 from simcrop.data.adapters.radchestct import read_radchestct
 from simcrop.data.manifest import SPLITS, read_manifest, write_manifest
+from simcrop.data.splits import assign_splits
 from simcrop.io import DataError, remove_stale_temp_files, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -61,65 +60,6 @@ def input_files(cfg: DataConfig) -> list[str]:
               "radchestct": [root / name for name in (*radchestct.SPLIT_FILES.values(), radchestct.SINGLE_FILE)],
               "luna16": [root / "annotations.csv"], "btcv": [root / "dataset.json"]}.get(cfg.dataset, [])
     return [str(root), *(str(p) for p in tables if p.is_file())]
-
-
-def _rank(patient_id: str, seed: int) -> str:
-    return hashlib.sha256(f"{seed}:{patient_id}".encode()).hexdigest()
-
-
-def hold_out_patients(patient_ids, fraction: float, seed: int) -> set[str]:
-    """round(fraction * n) patients (at least 1 if fraction > 0, never all), chosen by a seeded hash.
-
-    Ranking by hash rather than shuffling keeps a patient's assignment independent of which other patients
-    are present, so adding volumes does not reshuffle the hold-out.
-    """
-    patients = sorted(set(patient_ids))
-    if fraction <= 0 or len(patients) < 2:
-        return set()
-    n_val = min(max(1, round(fraction * len(patients))), len(patients) - 1)
-    return set(sorted(patients, key=lambda p: _rank(p, seed))[:n_val])
-
-
-def class_strata(rows: list[dict]) -> dict[str, str] | None:
-    """patient -> class when every row's labels are one-hot (a single-label dataset such as CC-CCII), so
-    held-out splits can be drawn per class; None otherwise (multi-label or unlabelled data)."""
-    strata = {}
-    for row in rows:
-        raw = row.get("labels") or ""
-        labels = json.loads(raw) if isinstance(raw, str) and raw else raw
-        if not isinstance(labels, dict) or sum(float(v) for v in labels.values()) != 1:
-            return None
-        strata[row["patient_id"]] = max(labels, key=lambda k: float(labels[k]))
-    return strata
-
-
-def _hold_out(patients: set[str], fraction: float, seed: int, strata: dict[str, str] | None) -> set[str]:
-    if strata is None:
-        return hold_out_patients(patients, fraction, seed)
-    groups: dict[str, set[str]] = {}
-    for p in patients:
-        groups.setdefault(strata[p], set()).add(p)
-    return set().union(*(hold_out_patients(g, fraction, seed) for g in groups.values()))
-
-
-def assign_splits(rows: list[dict], val_fraction: float, seed: int, test_fraction: float = 0.0) -> list[dict]:
-    """Provisional `train` patients → `train` or `val` (per patient); `test` stays `test`. A dataset
-    without any `test` row (CC-CCII has no official split) first gets test_fraction of its patients as test.
-    Single-label data is held out per class (`class_strata`), so no class is missing from a split by chance."""
-    train_patients = {r["patient_id"] for r in rows if r["split"] == "train"}
-    test_patients = {r["patient_id"] for r in rows if r["split"] == "test"}
-    both = sorted(train_patients & test_patients)
-    if both:
-        raise ValueError(f"patients in both the training and the test data: {both[:5]}")
-    strata = class_strata(rows)
-    test = set() if test_patients else _hold_out(train_patients, test_fraction, seed + 1, strata)
-    val = _hold_out(train_patients - test, val_fraction, seed, strata)
-    for row in rows:
-        if row["patient_id"] in test:
-            row["split"] = "test"
-        elif row["patient_id"] in val:
-            row["split"] = "val"
-    return rows
 
 
 def split_counts(frame: pd.DataFrame) -> dict:

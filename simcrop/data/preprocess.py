@@ -12,7 +12,7 @@ Per volume (manifest row):
 4. write `volumes/<id>.nii.gz`, masks `masks/<id>.{lesion,organ}.nii.gz` (nearest, same grid) and a
    QC sidecar `qc/<id>.json`, each atomically; the sidecar is written last and marks the volume done.
 
-A shard writes `shards/<shard:05d>.qc.csv` and `.quarantine.csv` only after all its volumes; a rerun
+A shard writes `shards/<shard>.qc.csv` and `.quarantine.csv` (simcrop.layout) only after all its volumes; a rerun
 skips volumes whose outputs are newer than their inputs (and made with the same spacing, window and
 size) and reuses their QC sidecar. Relative `image`/mask paths resolve against the working directory.
 A shard starts by deleting the temporary files a killed run of the same shard left (only its own:
@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -39,6 +38,7 @@ from simcrop.data.quarantine import QUARANTINE_COLUMNS, BadVolume, QuarantineRec
 from simcrop.data.resample import output_grid, resample
 from simcrop.data.volume_io import input_mtime, load_nifti, load_volume, write_nifti
 from simcrop.io import DataError, remove_stale_temp_files, write_csv_atomic, write_json_atomic
+from simcrop.layout import Preprocessed, num_shards
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,6 @@ QC_COLUMNS = [
 
 class TooManyBadVolumes(DataError, RuntimeError):
     """More than `max_bad_fraction` of the volumes were quarantined (the files are written first)."""
-
-
-def num_shards(n_rows: int, shard_size: int) -> int:
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    return max(1, math.ceil(n_rows / shard_size))
 
 
 def _fmt(values, digits: int | None = None) -> str:
@@ -126,12 +120,9 @@ def _mask_dtype(mask: np.ndarray, path) -> np.ndarray:
 
 def output_paths(out_dir: Path, volume_id: str) -> dict:
     """Where one volume's outputs go; ManifestError for an id that would leave `out_dir` (`../x`, `a/b`)."""
-    out_dir = Path(out_dir)
-    volume_id = safe_volume_id(volume_id)
-    return {"image": out_dir / "volumes" / f"{volume_id}.nii.gz",
-            "lesion": out_dir / "masks" / f"{volume_id}.lesion.nii.gz",
-            "organ": out_dir / "masks" / f"{volume_id}.organ.nii.gz",
-            "qc": out_dir / "qc" / f"{volume_id}.json"}
+    pre, volume_id = Preprocessed(out_dir), safe_volume_id(volume_id)
+    return {"image": pre.volume(volume_id), **{kind: pre.mask(volume_id, kind) for kind in MASK_KINDS},
+            "qc": pre.qc_record(volume_id)}
 
 
 def preprocess_volume(row, out_dir: Path, cfg: PreprocessConfig) -> dict:
@@ -227,7 +218,7 @@ def preprocess_shard(manifest_path, shard: int, out_dir: Path, cfg: PreprocessCo
                      progress: bool = True) -> dict:
     """Preprocess manifest rows [shard · shard_size, (shard + 1) · shard_size) into `out_dir`.
 
-    Writes `shards/<shard:05d>.qc.csv` and `shards/<shard:05d>.quarantine.csv` (both always, after the
+    Writes `shards/<shard>.qc.csv` and `shards/<shard>.quarantine.csv` (both always, after the
     whole shard). Returns counts and the two paths.
     """
     out_dir = Path(out_dir)
@@ -237,8 +228,8 @@ def preprocess_shard(manifest_path, shard: int, out_dir: Path, cfg: PreprocessCo
         raise ValueError(f"shard {shard} out of range: {len(frame)} rows make {n_total} shard(s) "
                          f"of {cfg.shard_size}")
     rows = frame.iloc[shard * cfg.shard_size:(shard + 1) * cfg.shard_size].to_dict("records")
-    qc_path = out_dir / "shards" / f"{shard:05d}.qc.csv"
-    quarantine_path = out_dir / "shards" / f"{shard:05d}.quarantine.csv"
+    pre = Preprocessed(out_dir)
+    qc_path, quarantine_path = pre.shard_qc(shard), pre.shard_quarantine(shard)
     _remove_own_temp_files(out_dir, rows, [qc_path, quarantine_path])
     records, quarantined = [], []
     for row in tqdm(rows, desc=f"preprocess shard {shard}", unit="vol", disable=not progress):

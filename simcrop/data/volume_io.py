@@ -380,3 +380,50 @@ def write_nifti(path, array: np.ndarray, affine: np.ndarray, compress_level: int
         data = gzip.compress(data, compresslevel=compress_level, mtime=0)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+# --- preprocessed volumes (the output of `simcrop preprocess`) -------------------------------------------
+# The one reader of a preprocessed volume: every consumer (training, probe, segmentation, features) scales
+# HU the same way. The window is `preprocess.hu_window`, the one the volumes were clipped to; the scale maps
+# it linearly onto [-1, 1]. With the default [-1000, 1000] this is HU / 1000 (air = -1, `transforms.AIR`).
+DEFAULT_HU_WINDOW = (-1000.0, 1000.0)          # config.PreprocessConfig.hu_window's default
+
+
+def hu_scale(hu_window=DEFAULT_HU_WINDOW) -> tuple[float, float, float, float]:
+    """(lo, hi, centre, half-width) of a window; raises on a reversed or empty one."""
+    lo, hi = (float(v) for v in hu_window)
+    if not lo < hi:
+        raise ValueError(f"hu_window {list(hu_window)} is reversed or empty")
+    return lo, hi, (lo + hi) / 2.0, (hi - lo) / 2.0
+
+
+def read_preprocessed(path) -> np.ndarray:
+    """A preprocessed NIfTI → its HU (X, Y, Z) as stored (int16, already clipped to the window).
+
+    Raises ValueError unless the volume is 3D and RAS, the preprocess contract.
+    """
+    img = nib.load(str(path))
+    if len(img.shape) != 3:
+        raise ValueError(f"{path}: expected a 3D volume, got shape {img.shape}")
+    codes = nib.aff2axcodes(img.affine)
+    if codes != ("R", "A", "S"):
+        raise ValueError(f"{path}: expected RAS orientation (run `simcrop preprocess`), got {''.join(codes)}")
+    return np.asanyarray(img.dataobj)            # int16 as stored (no scaling in preprocess output)
+
+
+def scale_hu(array: np.ndarray, hu_window=DEFAULT_HU_WINDOW):
+    """HU (X, Y, Z) → float32 tensor in [-1, 1]: clipped to the window, centred, / half-width (the
+    encoder's input scale). Same operations as before the window was configurable (clamp, * 1 / 1000)
+    so the default window gives bit-identical inputs."""
+    import torch
+
+    lo, hi, centre, half = hu_scale(hu_window)
+    x = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32).clamp_(lo, hi)
+    if centre:
+        x.sub_(centre)
+    return x.mul_(1.0 / half)
+
+
+def load_preprocessed(path, hu_window=DEFAULT_HU_WINDOW):
+    """Read a preprocessed NIfTI → (1, X, Y, Z) float32 in [-1, 1] (`scale_hu` of `hu_window`)."""
+    return scale_hu(read_preprocessed(path), hu_window).unsqueeze(0)

@@ -9,13 +9,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch import nn
 
+from simcrop import layout
 from simcrop.config import Config
-from simcrop.data.datasets import PretrainDataset
-from simcrop.data.manifest import labels_of, read_manifest
+from simcrop.data.datasets import EmptyDatasetError
+from simcrop.data.manifest import labels_of
+from simcrop.data.selection import usable_volumes
 from simcrop.evaluate.embed import cached_volume_features, feature_kind, load_model
 
 log = logging.getLogger(__name__)
@@ -37,32 +38,30 @@ class Context:
     info: dict = field(default_factory=dict)
 
 
-def report_items(run_dir, split: str, crop) -> list[dict]:
-    """Volumes of `split` that passed QC and have Findings sentences, as PretrainDataset keeps them:
-    {volume_id, scan_id, path, findings, impressions, sentences}."""
-    run_dir = Path(run_dir)
-    dataset = PretrainDataset(run_dir / "manifest.csv", run_dir / "sentences.jsonl", run_dir / "preprocessed",
-                              run_dir / "qc.csv", split=split, crop_size=crop, augment=False)
-    return [dict(item) for item in dataset.items]
+def report_items(run_dir, split: str, crop=None) -> list[dict]:
+    """Volumes of `split` that passed QC, exist and have Findings sentences (the pre-training dataset's
+    selection): {volume_id, scan_id, path, findings, impressions, sentences}. `crop` is not used (kept for
+    callers; the features are cropped in `add_features`)."""
+    selection = usable_volumes(run_dir, split, sentences=True)
+    items = [{"volume_id": str(row["volume_id"]), "scan_id": str(row["scan_id"]),
+              "path": selection.paths[str(row["volume_id"])], "findings": row["findings"],
+              "impressions": row["impressions"], "sentences": selection.sentences[str(row["volume_id"])]}
+             for row in selection.rows()]
+    if not items:
+        raise EmptyDatasetError(f"no {split!r} volumes in {run_dir}: {selection.in_split} in the split; "
+                                f"dropped {selection.summary()}")
+    return items
 
 
 def labelled_items(run_dir, split: str) -> list[dict]:
     """Volumes of `split` that passed QC, exist on disk and carry labels: {volume_id, scan_id, path, labels}."""
-    run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir / "manifest.csv")
-    ok = set(pd.read_csv(run_dir / "qc.csv", usecols=["volume_id"], dtype=str)["volume_id"])
-    items = []
-    for row in manifest[manifest["split"] == split].to_dict("records"):
-        path = run_dir / "preprocessed" / "volumes" / f"{row['volume_id']}.nii.gz"
-        labels = labels_of(row)
-        if row["volume_id"] in ok and labels and path.exists():
-            items.append({"volume_id": row["volume_id"], "scan_id": row["scan_id"], "path": str(path),
-                          "labels": labels})
-    return items
+    selection = usable_volumes(run_dir, split, labels=True)
+    return [{"volume_id": row["volume_id"], "scan_id": row["scan_id"], "path": selection.paths[str(row["volume_id"])],
+             "labels": labels_of(row)} for row in selection.rows()]
 
 
 def lesion_mask_path(run_dir, volume_id: str) -> Path:
-    return Path(run_dir) / "preprocessed" / "masks" / f"{volume_id}.lesion.nii.gz"
+    return layout.DataDir(run_dir).preprocessed.mask(volume_id, "lesion")
 
 
 def load_context(checkpoint, device: str = "cpu", text_encoder=None) -> Context:
@@ -74,16 +73,17 @@ def load_context(checkpoint, device: str = "cpu", text_encoder=None) -> Context:
 def add_features(ctx: Context, checkpoint, run_dir, items: list[dict], topk: int | None = None,
                  cache_dir=None, batch_size: int = 2, progress: bool = True) -> Context:
     """Encode `items` (centre crop of the model's img_size) into ctx.patches; k = topk (default: the
-    model's), clamped to N. cache_dir None: `<run_dir>/cache/features`; False: no cache."""
+    model's), clamped to N. cache_dir None: the run's feature cache (`layout.Run.feature_cache`); False: no
+    cache. HU are scaled by the checkpoint's preprocess.hu_window."""
     if not items:
         raise ValueError(f"{run_dir}: no volume to evaluate")
     if cache_dir is None:
-        cache_dir = Path(run_dir) / "cache" / "features"
+        cache_dir = layout.Run(run_dir).feature_cache
     pad_mode = ctx.model_cfg.pretrain.pad_mode
     ctx.items = items
     ctx.patches = cached_volume_features(ctx.model, checkpoint, [it["path"] for it in items],
                                          cache_dir or None, batch_size=batch_size, pad_mode=pad_mode,
-                                         progress=progress)
+                                         progress=progress, hu_window=ctx.model_cfg.preprocess.hu_window)
     n = ctx.patches.shape[1]
     want = int(topk or ctx.model_cfg.model.topk)
     ctx.k = min(want, n)

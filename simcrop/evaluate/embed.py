@@ -1,7 +1,7 @@
 """Features of a pre-trained model for zero-shot, retrieval and grounding: patches and sentences in the
 shared space, L2-normalised, computed the way training computes them (method.md §3) but unmasked.
 
-    volume path ──load_volume──► centre crop (the dataset's eval chain) ──► ViT (all N patches)
+    volume path ──load_preprocessed──► centre crop (the dataset's eval chain) ──► ViT (all N patches)
                  ──► patch head ──► normalise                                   (V, N, D)
     report ──ReportBatcher──► frozen text encoder ──► token head ──► mean per sentence ──► normalise
                                                                                              (Ns, D)
@@ -13,8 +13,6 @@ The MAE baseline has no text side: `NotApplicableError` for every task here.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -28,12 +26,12 @@ from torch import nn
 from tqdm import tqdm
 
 from simcrop.config import Config, ModelConfig, from_dict
-from simcrop.data.datasets import load_volume
 from simcrop.data.transforms import PadTo, apply, eval_transform
-from simcrop.io import atomic_path
+from simcrop.data.volume_io import DEFAULT_HU_WINDOW, load_preprocessed
+from simcrop.evaluate import feature_cache
 from simcrop.model.alignment import sentence_features
-from simcrop.model.simcrop import build_collate, build_pretrain_model
-from simcrop.train.checkpoint import load_model_state, read_checkpoint
+from simcrop.model.factory import build_collate, build_pretrain_model
+from simcrop.model.weights import load_model_state, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +66,10 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def load_crop(path, crop: Sequence[int], pad_mode: str = "reflect") -> torch.Tensor:
+def load_crop(path, crop: Sequence[int], pad_mode: str = "reflect",
+              hu_window: Sequence[float] = DEFAULT_HU_WINDOW) -> torch.Tensor:
     """Preprocessed volume → centre crop (1, *crop) float32 in [-1, 1], the dataset's eval path."""
-    return apply(eval_transform(crop, pad_mode), load_volume(path))
+    return apply(eval_transform(crop, pad_mode), load_preprocessed(path, hu_window))
 
 
 def load_mask_crop(path, crop: Sequence[int], image_shape: Sequence[int] | None = None) -> torch.Tensor:
@@ -109,13 +108,15 @@ def patch_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def encode_volumes(model: nn.Module, paths: Sequence, crop: Sequence[int] | None = None, batch_size: int = 2,
-                   pad_mode: str = "reflect", progress: bool = True) -> torch.Tensor:
-    """Volume files → (V, N, D) float32 CPU patch features, normalised, centre crop (default: model img_size)."""
+                   pad_mode: str = "reflect", progress: bool = True,
+                   hu_window: Sequence[float] = DEFAULT_HU_WINDOW) -> torch.Tensor:
+    """Volume files → (V, N, D) float32 CPU patch features, normalised, centre crop (default: model img_size);
+    HU scaled by `hu_window` (the checkpoint's preprocess.hu_window)."""
     feature_kind(model)
     crop = tuple(crop or model.encoder.img_size)
     out = []
     for start in tqdm(range(0, len(paths), batch_size), desc="encode volumes", unit="batch", disable=not progress):
-        images = torch.stack([load_crop(p, crop, pad_mode) for p in paths[start:start + batch_size]])
+        images = torch.stack([load_crop(p, crop, pad_mode, hu_window) for p in paths[start:start + batch_size]])
         out.append(patch_features(model, images).cpu())
     if not out:
         raise ValueError("encode_volumes got no volume")
@@ -188,17 +189,10 @@ def encode_sentences(model: nn.Module, texts: Sequence[str], batch_size: int = 3
     return encode_reports(model, [[t] for t in texts], batch_size, max_tokens, progress=False)["features"]
 
 
-def _checkpoint_key(checkpoint, extra: dict) -> str:
-    stat = Path(checkpoint).stat()
-    blob = json.dumps({"checkpoint": str(Path(checkpoint).resolve()), "size": stat.st_size,
-                       "mtime_ns": stat.st_mtime_ns, **extra}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def cached_volume_features(model: nn.Module, checkpoint, paths: Sequence, cache_dir=None,
                            crop: Sequence[int] | None = None, batch_size: int = 2, pad_mode: str = "reflect",
-                           progress: bool = True) -> torch.Tensor:
-    """`encode_volumes`, read from / written to `<cache_dir>/volumes-<key>.pt` (atomic).
+                           progress: bool = True, hu_window: Sequence[float] = DEFAULT_HU_WINDOW) -> torch.Tensor:
+    """`encode_volumes`, read from / written to `<cache_dir>/volumes-<key>.pt` (`simcrop.evaluate.feature_cache`).
 
     The key hashes the checkpoint's path, size and mtime, the volume list, the crop and the pad mode,
     so a retrained checkpoint or another split never reads stale features. cache_dir None: no cache.
@@ -206,18 +200,15 @@ def cached_volume_features(model: nn.Module, checkpoint, paths: Sequence, cache_
     crop = tuple(int(c) for c in (crop or model.encoder.img_size))
     paths = [str(p) for p in paths]
     if cache_dir is None:
-        return encode_volumes(model, paths, crop, batch_size, pad_mode, progress)
-    key = _checkpoint_key(checkpoint, {"paths": paths, "crop": crop, "pad_mode": pad_mode})
-    path = Path(cache_dir) / f"volumes-{key}.pt"
-    if path.is_file():
-        try:
-            cached = torch.load(path, map_location="cpu", weights_only=True)
-            if cached.get("paths") == paths:
-                log.info("volume features from cache %s", path)
-                return cached["features"]
-        except Exception as err:             # a damaged cache is recomputed, never trusted
-            log.warning("ignoring unreadable feature cache %s: %s", path, err)
-    features = encode_volumes(model, paths, crop, batch_size, pad_mode, progress)
-    with atomic_path(path) as tmp:
-        torch.save({"features": features, "paths": paths, "crop": list(crop)}, tmp)
+        return encode_volumes(model, paths, crop, batch_size, pad_mode, progress, hu_window)
+    window = [float(v) for v in hu_window]
+    # the window joins the key only when it is not the default, so existing caches stay valid
+    extra = {} if tuple(window) == tuple(DEFAULT_HU_WINDOW) else {"hu_window": window}
+    name = feature_cache.key(**feature_cache.file_stamp(checkpoint), paths=paths, crop=crop, pad_mode=pad_mode,
+                             **extra)
+    path = Path(cache_dir) / f"volumes-{name}.pt"
+    features = feature_cache.load(path, paths, crop=crop)
+    if features is None:
+        features = encode_volumes(model, paths, crop, batch_size, pad_mode, progress, hu_window)
+        feature_cache.save(path, paths, features, crop=crop)
     return features

@@ -30,6 +30,7 @@ import torch
 
 from simcrop_kernels import topk_similarity
 from simcrop.data.manifest import read_manifest
+from simcrop.data.volume_io import DEFAULT_HU_WINDOW
 from simcrop.evaluate.bootstrap import LEVEL, N_BOOT, ClusterBootstrap
 from simcrop.evaluate.cases import add_features, lesion_mask_path, load_context, report_items
 from simcrop.evaluate.embed import (NotApplicableError, encode_reports, encode_sentences, encode_volumes, load_crop,
@@ -38,6 +39,7 @@ from simcrop.evaluate.controls import content_shuffled_topk, donor_volumes, loca
 from simcrop.evaluate.heatmap import heatmap_figure
 from simcrop.evaluate.metrics import json_safe
 from simcrop.io import write_json_atomic
+from simcrop.layout import DataDir, figures_beside
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +129,13 @@ def _control_summary(per: dict[str, torch.Tensor]) -> dict:
 
 def organ_map_path(run_dir, volume_id: str) -> Path:
     """The anatomy label map beside the lesion mask (synthetic corpus; simcrop.evaluate.controls)."""
-    return Path(run_dir) / "preprocessed" / "masks" / f"{volume_id}.organ.nii.gz"
+    return DataDir(run_dir).preprocessed.mask(volume_id, "organ")
 
 
 def _patient_ids(run_dir, items: list[dict]) -> dict[str, str]:
     """volume_id → patient_id from the manifest (scan_id where the manifest has none)."""
     try:
-        manifest = read_manifest(Path(run_dir) / "manifest.csv")
+        manifest = read_manifest(DataDir(run_dir).manifest)
         known = dict(zip(manifest["volume_id"].astype(str), manifest["patient_id"].astype(str)))
     except Exception as err:                                  # noqa: BLE001 - a missing column is not fatal
         log.warning("no patient ids in the manifest (%s): bootstrapping over scans", err)
@@ -217,7 +219,8 @@ def _prior_figure(ctx, run_dir, enc, rows, model_top, model_per, prior_per, figu
     if i is None:
         return None
     row, item, encoder = rows[i], ctx.items[rows[i]["volume"]], ctx.model.encoder
-    volume = load_crop(item["path"], encoder.img_size, ctx.model_cfg.pretrain.pad_mode)[0].numpy()
+    volume = load_crop(item["path"], encoder.img_size, ctx.model_cfg.pretrain.pad_mode,
+                       ctx.model_cfg.preprocess.hu_window)[0].numpy()
     mask = load_mask_crop(lesion_mask_path(run_dir, item["volume_id"]), encoder.img_size)
     lesion = torch.isin(mask, torch.as_tensor(row["lesion_ids"])).numpy()
     select = selection_features(ctx.model, ctx.patches[row["volume"]])
@@ -230,11 +233,11 @@ def _prior_figure(ctx, run_dir, enc, rows, model_top, model_per, prior_per, figu
 
 def heatmap_for(model, patches: torch.Tensor, sentence: torch.Tensor, volume_path, text: str, out_png,
                 mask_path=None, lesion_ids: Sequence[int] | None = None, k: int = 8, title: str = "",
-                pad_mode: str = "reflect") -> Path:
+                pad_mode: str = "reflect", hu_window: Sequence[float] = DEFAULT_HU_WINDOW) -> Path:
     """One figure: sentence (D,) against one volume's patches (N, D), over its centre crop."""
     encoder = model.encoder
     sims = patches.float() @ sentence.float()                                          # (N,)
-    volume = load_crop(volume_path, encoder.img_size, pad_mode)[0].numpy()
+    volume = load_crop(volume_path, encoder.img_size, pad_mode, hu_window)[0].numpy()
     lesion = None
     if mask_path is not None and Path(mask_path).exists():
         mask = load_mask_crop(mask_path, encoder.img_size)
@@ -245,17 +248,18 @@ def heatmap_for(model, patches: torch.Tensor, sentence: torch.Tensor, volume_pat
 
 
 def heatmap_for_text(model, volume_path, text: str, out_png, mask_path=None, lesion_ids=None, k: int = 8,
-                     pad_mode: str = "reflect", max_tokens: int = 256) -> Path:
+                     pad_mode: str = "reflect", max_tokens: int = 256,
+                     hu_window: Sequence[float] = DEFAULT_HU_WINDOW) -> Path:
     """Heat map of any sentence over any preprocessed volume (real or synthetic); the sentence is read on
     its own, not in the context of a report. Centre crop only; for a raw NIfTI/DICOM input, the whole
     volume (tiled) and a NIfTI heat map on the input's grid see `simcrop.evaluate.volume_heatmap`
     (`simcrop heatmap`)."""
-    patches = encode_volumes(model, [volume_path], pad_mode=pad_mode, progress=False)[0]
+    patches = encode_volumes(model, [volume_path], pad_mode=pad_mode, progress=False, hu_window=hu_window)[0]
     if patches.shape[0] == 1:
         raise NotApplicableError("a global-feature model (CLIP baseline) has no per-patch similarity to draw")
     sentence = encode_sentences(model, [text], max_tokens=max_tokens)[0]
     return heatmap_for(model, patches, sentence, volume_path, text, out_png, mask_path, lesion_ids, k,
-                       Path(volume_path).name.split(".")[0], pad_mode)
+                       Path(volume_path).name.split(".")[0], pad_mode, hu_window)
 
 
 def evaluate_grounding(cfg, checkpoint, run_dir, out_json, *, split: str = "test", topk: int | None = None,
@@ -325,7 +329,7 @@ def evaluate_grounding(cfg, checkpoint, run_dir, out_json, *, split: str = "test
         summary = summarize({key: torch.zeros(0) for key in ("hit", "pointing", "chance", "oracle",
                                                              "lesion_patches")})
     out_json = Path(out_json)
-    figures_dir = Path(figures_dir) if figures_dir else out_json.with_name(out_json.stem + "_figures")
+    figures_dir = Path(figures_dir) if figures_dir else figures_beside(out_json)
     figures = _figures(ctx, run_dir, enc, rows, n_figures, figures_dir)
     if rows:
         extra["figure_vs_prior"] = _prior_figure(ctx, run_dir, enc, rows, res.indices.cpu(), model_per,
@@ -367,5 +371,6 @@ def _figures(ctx, run_dir, enc, rows, n_figures: int, out_dir: Path) -> list[Pat
         out.append(heatmap_for(ctx.model, selection_features(ctx.model, ctx.patches[row["volume"]]),
                                enc["features"][row["sentence"]],
                                item["path"], row["text"], png, lesion_mask_path(run_dir, item["volume_id"]),
-                               row["lesion_ids"], ctx.k, item["volume_id"], ctx.model_cfg.pretrain.pad_mode))
+                               row["lesion_ids"], ctx.k, item["volume_id"], ctx.model_cfg.pretrain.pad_mode,
+                               ctx.model_cfg.preprocess.hu_window))
     return out

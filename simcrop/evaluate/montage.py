@@ -13,7 +13,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from simcrop.data.manifest import read_manifest
+from simcrop import layout
+from simcrop.data.selection import select_volumes
 from simcrop.io import atomic_path
 
 DISPLAY_WINDOW_HU = (-1000.0, 400.0)   # one window that shows lung texture and mediastinum
@@ -61,24 +62,26 @@ def write_montage(manifest: Path, sentences: Path, preprocessed: Path, out: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frame = read_manifest(manifest)
     by_volume = _sentences_by_volume(Path(sentences))
-    preprocessed = Path(preprocessed)
-    # Prefer cases with described lesions, then any case that was preprocessed.
-    rows = [r for _, r in frame.iterrows() if (preprocessed / "volumes" / f"{r.volume_id}.nii.gz").exists()]
+    preprocessed = layout.Preprocessed(preprocessed)
+    # Usable volumes of every split (QC when the folder beside `preprocessed/` was gathered, so a stale
+    # file of a quarantined volume is not shown); then prefer cases with described lesions.
+    qc = layout.DataDir(preprocessed.root.parent).qc
+    usable = select_volumes(manifest, qc if qc.exists() else None, preprocessed)
+    rows = [r for _, r in usable.frame.iterrows()]
     rows.sort(key=lambda r: (0 if r.lesions not in ("", "[]") else 1, r.volume_id))
     one_per_scan = {}
     for row in rows:  # reconstructions repeat their scan's anatomy and report: show distinct scans
         one_per_scan.setdefault(row.scan_id, row)
     rows = list(one_per_scan.values())[:n_cases]
     if not rows:
-        raise ValueError(f"{preprocessed}: no preprocessed volumes to show")
+        raise ValueError(f"{preprocessed.root}: no preprocessed volumes to show")
 
     fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 4.6), squeeze=False)
     for ax, row in zip(axes[0], rows):
-        lesion_mask = preprocessed / "masks" / f"{row.volume_id}.lesion.nii.gz"
-        axial, outline, caption = _pick_case(preprocessed / "volumes" / f"{row.volume_id}.nii.gz",
-                                             lesion_mask, by_volume.get(row.volume_id, []))
+        axial, outline, caption = _pick_case(preprocessed.volume(row.volume_id),
+                                             preprocessed.mask(row.volume_id, "lesion"),
+                                             by_volume.get(row.volume_id, []))
         # RAS array: x grows to the patient's right, y to anterior. Radiological view: patient right on
         # the viewer's left, anterior up, so transpose to (y, x), flip x, and draw with origin="lower".
         ax.imshow(axial.T[:, ::-1], cmap="gray", vmin=DISPLAY_WINDOW_HU[0], vmax=DISPLAY_WINDOW_HU[1],

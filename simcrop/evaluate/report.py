@@ -43,8 +43,9 @@ from typing import Sequence
 
 import pandas as pd
 
+from simcrop import layout
 from simcrop.evaluate.bootstrap import N_BOOT, ClusterBootstrap, format_interval
-from simcrop.evaluate.metrics import json_safe
+from simcrop.evaluate.metrics import ACCURACY, MEAN_AUROC, MEAN_DICE, json_safe
 from simcrop.io import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -53,26 +54,28 @@ ROW_ORDER = ("random", "mae", "clip", "simcrop", "simcrop_batchneg", "supervised
 HEATMAP_OBJECTIVE = "simcrop"     # its grounding figures come first: the method the README shows
 PROBE_BASELINES = ("mae", "random")     # probe differences: every other pre-trained row − each baseline
 NOT_COMPARED = ("supervised",)            # the probe's upper bound, not a method: no difference rows
-MAIN_DATASET = "main"             # the pre-training corpus's test split: first among datasets
-LOSS_CURVE_DIR = Path("dvclive/plots/metrics/train")
+MAIN_DATASET = layout.MAIN        # the pre-training corpus's test split: first among datasets
+LOSS_CURVE_DIR = Path(layout.DVCLIVE, "plots", "metrics", "train")    # in a row's pretrain folder
 NOT_LOSS_TERMS = frozenset({"lr", "data_wait_s", "data_wait_share", "samples_per_s"})
 LOSS_TERM_ORDER = ("loss", "image", "align", "report")
-PATTERNS = ("pretrain/*/metrics.json", f"pretrain/*/{LOSS_CURVE_DIR}/*.tsv", "evaluate/*/probe/*/*.json",
-            "evaluate/*/segment/*/*.json", "evaluate/*/zeroshot.json", "evaluate/*/retrieval.json",
-            "evaluate/*/grounding.json")
+FRACTION_TASKS = layout.FRACTION_TASKS
+TEXT_TASKS = layout.TEXT_TASKS
+# What collect() reads, as glob patterns relative to run_dir (the run layout made relative).
+_IN_RUN = layout.Run("")
+PATTERNS = (str(_IN_RUN.pretrain_metrics("*")), str(_IN_RUN.pretrain_dir("*") / LOSS_CURVE_DIR / "*.tsv"),
+            *(str(_IN_RUN.evaluation("*", task, "*", "*")) for task in FRACTION_TASKS),
+            *(str(_IN_RUN.evaluation("*", task)) for task in TEXT_TASKS))
 
-FRACTION_TASKS = ("probe", "segment")
 # kind of a probe/segment file -> (key in its "test" dict, metric name in the CSV, column label)
-FRACTION_METRICS = {"multilabel": ("mean_auroc", "auroc", "AUROC"),
-                    "multiclass": ("accuracy", "accuracy", "acc"),
-                    "segment": ("mean_dice", "dice", "Dice")}
+FRACTION_METRICS = {"multilabel": (MEAN_AUROC, "auroc", "AUROC"),
+                    "multiclass": (ACCURACY, "accuracy", "acc"),
+                    "segment": (MEAN_DICE, "dice", "Dice")}
 
-TEXT_TASKS = ("zeroshot", "retrieval", "grounding")
 RETRIEVAL_DIRECTIONS = {"report_to_volume": "report→volume", "volume_to_report": "volume→report"}
 RETRIEVAL_METRICS = {"recall@1": "R@1", "recall@5": "R@5", "recall@10": "R@10", "map": "mAP"}
 # text task -> columns as (path to the value, column label, metrics.json key, path to its chance level)
 TEXT_COLUMNS = {
-    "zeroshot": ((("auroc_mean",), "zero-shot AUROC", "zeroshot/auroc", None),),
+    "zeroshot": (((MEAN_AUROC,), "zero-shot AUROC", "zeroshot/auroc", None),),
     "retrieval": tuple(((d, m), f"{short} {arrow}", f"retrieval/{d}/{m}",
                         (d, f"chance_{m}") if m.startswith("recall@") else None)
                        for d, arrow in RETRIEVAL_DIRECTIONS.items() for m, short in RETRIEVAL_METRICS.items()),
@@ -87,7 +90,6 @@ MISSING, NOT_APPLICABLE = "–", "n/a"
 GROUNDING_CONTROLS = {"location_prior": "location prior", "content_shuffled": "{objective} content-shuffled"}
 GROUNDING_DIFFERENCE_COLUMNS = {"hit_fraction": "grounding hit", "pointing_game": "pointing",
                                 "hit_ratio_to_chance": "hit ÷ chance"}
-BENCHMARK_DIR = "benchmarks"      # run_dir/benchmarks/<rule>/<job>.tsv: Snakemake's `benchmark:` files
 # Snakemake benchmark column -> (label, decimals); other columns (extended format) are left out
 BENCHMARK_COLUMNS = {"s": ("wall time (s)", 1), "h:m:s": ("h:m:s", None), "max_rss": ("peak RSS (MiB)", 0),
                      "max_uss": ("peak USS (MiB)", 0), "cpu_time": ("CPU time (s)", 1),
@@ -158,13 +160,14 @@ def _merge_fractions(entries: dict, metrics: dict, stem: str, kind: str) -> None
             entries[pct] = {**entry, "kind": kind}
 
 
-def _heatmap_paths(grounding: dict, eval_dir: Path) -> list[str]:
+def _heatmap_paths(grounding: dict, grounding_json: Path) -> list[str]:
     """Existing files among the grounding figures. The JSON stores paths relative to where the job ran,
-    so a path that does not resolve is looked up by name next to the JSON."""
+    so a path that does not resolve is looked up by name in its figures folder, then next to the JSON."""
     found = []
     for listed in grounding.get("figures") or []:
         name = Path(listed).name
-        for candidate in (Path(listed), eval_dir / "grounding_figures" / name, eval_dir / name):
+        beside = (layout.figures_beside(grounding_json) / name, grounding_json.with_name(name))
+        for candidate in (Path(listed), *beside):
             if candidate.is_file():
                 found.append(str(candidate))
                 break
@@ -181,6 +184,7 @@ def collect(run_dir) -> dict:
     "zeroshot" | "retrieval" | "grounding": metrics, "heatmaps": [png paths]}}}; absent parts are left out.
     """
     run_dir = Path(run_dir)
+    run = layout.Run(run_dir)
     found: dict[str, dict] = {}
 
     def part(name: str) -> dict:
@@ -190,14 +194,14 @@ def collect(run_dir) -> dict:
         part(name)["sources"].append(str(path))
         return json.loads(path.read_text(encoding="utf-8"))
 
-    for path in sorted(run_dir.glob("pretrain/*/metrics.json")):
+    for path in sorted(run_dir.glob(str(_IN_RUN.pretrain_metrics("*")))):
         part(path.parent.name)["pretrain"] = read(path.parent.name, path)
-    for folder in sorted(p for p in run_dir.glob("pretrain/*") if p.is_dir()):
+    for folder in sorted(p for p in run_dir.glob(str(_IN_RUN.pretrain_dir("*"))) if p.is_dir()):
         curves = _read_loss_curves(folder / LOSS_CURVE_DIR)
         if curves:
             part(folder.name)["loss_curves"] = curves
     for task in FRACTION_TASKS:
-        for path in sorted(run_dir.glob(f"evaluate/*/{task}/*/*.json")):
+        for path in sorted(run_dir.glob(str(_IN_RUN.evaluation("*", task, "*", "*")))):
             name, dataset = path.parents[2].name, path.parent.name
             metrics = read(name, path)
             kind = metrics.get("task", "multilabel") if task == "probe" else "segment"
@@ -207,11 +211,11 @@ def collect(run_dir) -> dict:
             entries = part(name).setdefault(task, {}).setdefault(dataset, {})
             _merge_fractions(entries, metrics, path.stem, kind)
     for task in TEXT_TASKS:
-        for path in sorted(run_dir.glob(f"evaluate/*/{task}.json")):
+        for path in sorted(run_dir.glob(str(_IN_RUN.evaluation("*", task)))):
             part(path.parent.name)[task] = read(path.parent.name, path)
     for name, parts in found.items():
         if "grounding" in parts:
-            parts["heatmaps"] = _heatmap_paths(parts["grounding"], run_dir / "evaluate" / name)
+            parts["heatmaps"] = _heatmap_paths(parts["grounding"], run.evaluation(name, "grounding"))
     objectives = {name: found[name] for name in order_objectives(found)}
     return {"run_dir": str(run_dir), "objectives": objectives,
             "sources": [s for parts in objectives.values() for s in parts["sources"]]}
@@ -366,7 +370,7 @@ def differences(collected: dict, names: Sequence[str]) -> tuple[list[dict], list
 def _paired_probe(a: dict, b: dict) -> dict | str:
     """main metric of fraction entry a − that of b with its interval, paired over the same test volumes
     and patient resamples; or why there is none."""
-    from simcrop.train.probe import main_statistic
+    from simcrop.evaluate.metrics import bootstrap_statistic as main_statistic
 
     pa, pb = ((e.get("test") or {}).get("per_volume") for e in (a, b))
     if not (isinstance(pa, dict) and isinstance(pb, dict)):
@@ -657,7 +661,7 @@ def heatmaps_report(pngs: Sequence[Path], title: str = "Grounding heat maps") ->
 def read_benchmarks(run_dir) -> pd.DataFrame:
     """One row per measurement in run_dir/benchmarks/<rule>/<job>.tsv: rule, job (the path below the rule
     folder, no suffix) and Snakemake's columns (NaN where it wrote "NA" or "-")."""
-    folder = Path(run_dir) / BENCHMARK_DIR
+    folder = layout.Run(run_dir).benchmarks
     frames = []
     for path in sorted(folder.rglob("*.tsv")) if folder.is_dir() else ():
         rel = path.relative_to(folder).with_suffix("")
@@ -686,7 +690,7 @@ def benchmarks_report(table: pd.DataFrame, title: str = "") -> str:
 
     title = title or "Runtime and memory per job"
     if not len(table):
-        return _html_page(title, [f"<p>No benchmark files found under {BENCHMARK_DIR}/.</p>"])
+        return _html_page(title, [f"<p>No benchmark files found under {_IN_RUN.benchmarks}/.</p>"])
     shown = [c for c in BENCHMARK_COLUMNS if c in table]
     numeric = table.reindex(columns=["s", "max_rss"]).apply(pd.to_numeric, errors="coerce")
     summary = [[rule, str(len(jobs)), fmt(jobs["s"].sum(min_count=1), 1), fmt(jobs["s"].max(), 1),

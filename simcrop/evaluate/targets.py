@@ -3,50 +3,23 @@
 "main" is the pre-training corpus (its test split, in the run folder itself); every other name is an
 entry of the config's `downstream` mapping, ingested and preprocessed (with the main `preprocess`
 settings, so the encoder sees the spacing it was trained on) into `<run_dir>/downstream/<name>/`.
-Pre-trained encoders come from `<run_dir>/pretrain/<objective>/`; "random" is the untrained baseline.
-Objectives without a text side (`IMAGE_ONLY`: MAE, and the supervised upper bound for the probe) still get
+Every path (data folders, encoders, checkpoints) is `simcrop.layout`'s; this module holds the settings.
+Objectives without a text side (MAE, and the supervised upper bound for the probe) still get
 zero-shot/retrieval/grounding jobs: each writes an `"applicable": false` file (the model has no
 image-text heads, `simcrop.evaluate.embed.NotApplicableError`), which the results table shows as "n/a".
 """
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from simcrop.config import Config, DataConfig
-
-MAIN = "main"
-RANDOM = "random"
-IMAGE_ONLY = ("mae", "supervised")         # no text side: text tasks are "n/a" for these objectives
-
-
-def has_text_side(objective: str) -> bool:
-    """False for the random baseline and the image-only objectives (their text tasks are n/a)."""
-    return objective != RANDOM and objective not in IMAGE_ONLY
-
-
-def data_dir(cfg: Config, name: str) -> Path:
-    """Folder holding manifest.csv, qc.csv and preprocessed/ for evaluation dataset `name`."""
-    if name == MAIN:
-        return cfg.run_dir
-    cfg.downstream_dataset(name)                     # clear error for an unknown name
-    return cfg.run_dir / "downstream" / name
+from simcrop.layout import MAIN
 
 
 def downstream_data_config(cfg: Config, name: str) -> DataConfig:
     """The DataConfig an adapter reads for downstream set `name` (split settings shared with the main data)."""
     entry = cfg.downstream_dataset(name)
     return dataclasses.replace(cfg.data, dataset=entry.dataset, root=entry.root)
-
-
-def encoder_path(cfg: Config, objective: str) -> Path | None:
-    """The exported encoder of `objective` (None for the random-init baseline)."""
-    return None if objective == RANDOM else cfg.run_dir / "pretrain" / objective / "encoder.pt"
-
-
-def checkpoint_path(cfg: Config, objective: str) -> Path:
-    """The full pre-training checkpoint (text side included) the zero-shot/retrieval/grounding tasks read."""
-    return cfg.run_dir / "pretrain" / objective / "checkpoints" / "last.pt"
 
 
 def probe_settings(cfg: Config, name: str) -> dict:
@@ -70,8 +43,3 @@ def tasks_of(cfg: Config, name: str) -> list[str]:
     if name == MAIN:
         return [t for t in cfg.experiment.tasks if t in ("probe", "segment")]
     return list(cfg.downstream_dataset(name).tasks)
-
-
-def percent(fraction: float) -> str:
-    """File-name form of a data fraction: 0.01 -> "1", 0.1 -> "10", 1.0 -> "100"."""
-    return f"{100 * float(fraction):g}"

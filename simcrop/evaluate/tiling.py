@@ -1,7 +1,7 @@
 """Sliding-window tiling of a whole preprocessed volume with the model's crop, on one patch lattice.
 
 Shared by `simcrop heatmap` (per-cell cosine, `volume_heatmap.cell_similarity`) and the linear probe's
-whole-volume features (`probe.view: tiles`, `simcrop.train.probe.tiled_features`).
+whole-volume features (`probe.view: tiles`, `simcrop.evaluate.probe_features.tiled_features`).
 
     volume (X, Y, Z) ──PadTo(layout.padded), symmetric──► tiles of `crop` voxels, stride half a crop
     (rounded down to a multiple of the patch): every voxel lies in at least one tile, and the tiles'

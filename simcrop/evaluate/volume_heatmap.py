@@ -6,7 +6,7 @@ a pre-training checkpoint → per sentence a PNG and a float32 NIfTI heat map on
     raw volume ──load_volume──► HU, RAS affine ──validate──► resample to preprocess.spacing (+ size),
         clip to hu_window, int16        (simcrop.data.preprocess, steps 1-3, in memory: nothing is written
                                          into the run; a raw NIfTI is taken to be in HU)
-      ──► scaled HU [-1, 1] on the preprocessed RAS grid (what `datasets.load_volume` gives training)
+      ──► scaled HU [-1, 1] on the preprocessed RAS grid (`volume_io.load_preprocessed`, as training)
       ──► pad (pretrain.pad_mode, symmetric, as the eval chain) and tile with model.img_size crops,
           stride half a crop (a multiple of the patch), so every voxel is seen, not only the centre crop
       ──► per tile: patch features (N, D) · sentence (D,) = cosine per patch; the tiles' patches share one
@@ -34,7 +34,6 @@ recorded others.
 """
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import re
@@ -47,11 +46,9 @@ import numpy as np
 import torch
 
 from simcrop.config import PreprocessConfig
-from simcrop.data.datasets import scale_hu
-from simcrop.data.datasets import load_volume as load_preprocessed
 from simcrop.data.preprocess import to_output_grid, validate
 from simcrop.data.quarantine import BadVolume
-from simcrop.data.volume_io import load_volume, write_nifti
+from simcrop.data.volume_io import load_preprocessed, load_volume, scale_hu, write_nifti
 from simcrop.evaluate.embed import NotApplicableError, encode_sentences, feature_kind, load_model, patch_features
 from simcrop.evaluate.heatmap import orthogonal_figure
 from simcrop.evaluate.tiling import Tiling, tile_batches, tiling  # noqa: F401  (Tiling, tiling: re-exported)
@@ -108,7 +105,7 @@ def prepare_volume(path, cfg: PreprocessConfig, preprocessed: bool = False) -> P
         raise HeatmapInputError(f"{path}: volume not found")
     try:
         if preprocessed:
-            image = load_preprocessed(path)[0].numpy()
+            image = load_preprocessed(path, cfg.hu_window)[0].numpy()
             affine = np.asarray(nib.load(str(path)).affine, dtype=np.float64)
             return PreparedVolume(image, affine, tuple(image.shape), affine, str(path))
         volume = load_volume(path, volume_format(path))
@@ -120,7 +117,7 @@ def prepare_volume(path, cfg: PreprocessConfig, preprocessed: bool = False) -> P
         message = str(err) if str(path) in str(err) else f"{path}: {err}"
         raise HeatmapInputError(message) from err
     grid, _, affine = to_output_grid(hu, volume.affine, cfg)           # preprocess_volume's steps, in memory
-    image = scale_hu(grid).numpy()                                      # and the dataset's scaling
+    image = scale_hu(grid, cfg.hu_window).numpy()                       # and the dataset's scaling
     return PreparedVolume(image, affine, tuple(hu.shape), np.asarray(volume.affine, dtype=np.float64), str(path))
 
 

@@ -19,7 +19,7 @@ import torch
 from simcrop_kernels import topk_similarity
 from simcrop.evaluate.cases import add_features, labelled_items, load_context
 from simcrop.evaluate.embed import encode_sentences
-from simcrop.evaluate.metrics import auroc, json_safe
+from simcrop.evaluate.metrics import MEAN_AUROC, auroc, json_safe
 from simcrop.io import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def evaluate_zeroshot(cfg, checkpoint, run_dir, out_json, *, split: str = "test"
     result = auroc(y, scores.numpy(), names)
     metrics = {"task": "zeroshot", "applicable": True, "split": split, **ctx.info,
                "templates": {"positive": positive_template, "negative": negative_template},
-               "auroc_mean": result["mean"], "auroc": result["per_class"], "n_labels": result["n_classes"],
+               MEAN_AUROC: result["mean"], "auroc": result["per_class"], "n_labels": result["n_classes"],
                "excluded_labels": result["excluded"], "positives": result["positives"]}
     write_json_atomic(Path(out_json), json_safe(metrics))
     log.info("zero-shot %s: mean AUROC %.3f over %d labels (%d excluded), %d volumes", split, result["mean"],

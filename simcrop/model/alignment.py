@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from simcrop.model.objectives import NEGATIVES
 from simcrop_kernels import topk_similarity
-
-NEGATIVES = ("report", "batch", "both")
 
 
 def sentence_features(token_feats: Tensor, token_sentence: Tensor) -> tuple[Tensor, Tensor]:

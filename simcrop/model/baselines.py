@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from simcrop.data.labels import CTRATE_LABELS
+from simcrop.model.losses import combine
 from simcrop.model.mae import MaskedAutoencoder3D, random_masking
 from simcrop.model.projection import ProjectionHead
-from simcrop.model.simcrop import combine
 from simcrop.model.vit3d import VisionTransformer3D
 from simcrop.text.encoder import FrozenTextEncoder
 

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-POS_EMBED_KINDS = ("3d_sincos", "2d_legacy")
+from simcrop.model.objectives import POS_EMBED_KINDS
 
 
 def _grid(grid_size: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

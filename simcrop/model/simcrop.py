@@ -8,7 +8,7 @@
 
 `forward(batch)` takes a `simcrop.text.batch.ReportBatcher` batch and returns
 `{"loss": Σ w·L, "losses": {"image", "align", "report": detached}}`; a loss with weight 0 is not computed
-and is absent from `losses`. `build_pretrain_model` / `build_collate` are what the trainer calls.
+and is absent from `losses`. `simcrop.model.factory` builds it (and the baselines) from a ModelConfig.
 """
 from __future__ import annotations
 
@@ -18,43 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simcrop.config import ModelConfig
-from simcrop.model.alignment import NEGATIVES, sentence_features, similarity_alignment_loss
+from simcrop.model.alignment import sentence_features, similarity_alignment_loss
 from simcrop.model.alignment_diagnostics import alignment_diagnostics
 from simcrop.model.fusion import FusionLayer
-from simcrop.model.mae import MaskedAutoencoder3D, build_mae
+from simcrop.model.losses import combine
+from simcrop.model.mae import MaskedAutoencoder3D
+from simcrop.model.objectives import LOSS_NAMES, MLM_LOSS_ON, NEGATIVES, TOPK_SELECTIONS
 from simcrop.model.projection import ProjectionHead
 from simcrop.model.text_decoder import TextDecoder
-from simcrop.model.vit3d import build_vit
-from simcrop.text.batch import ReportBatcher
 from simcrop.text.encoder import FrozenTextEncoder
 
 log = logging.getLogger(__name__)
-
-OBJECTIVES = ("simcrop", "simcrop_batchneg", "mae", "clip", "supervised")
-TOPK_SELECTIONS = ("features", "position_centred")   # what the top-K choice is made on
-LOSS_NAMES = ("image", "align", "report")
-
-
-def loss_weights(model_cfg: ModelConfig) -> dict[str, float]:
-    """Weights per loss name; unknown names raise, missing ones default to 1."""
-    given = dict(model_cfg.loss_weights or {})
-    unknown = sorted(set(given) - set(LOSS_NAMES))
-    if unknown:
-        raise ValueError(f"model.loss_weights: unknown loss name(s) {unknown}; allowed: {list(LOSS_NAMES)}")
-    weights = {name: float(given.get(name, 1.0)) for name in LOSS_NAMES}
-    if any(w < 0 for w in weights.values()):
-        raise ValueError(f"model.loss_weights must be >= 0; got {weights}")
-    return weights
-
-
-
-def combine(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> dict:
-    """{"loss": Σ_name w·L, "losses": {name: L detached}} over the computed losses."""
-    if not losses:
-        raise ValueError("every loss weight is 0: nothing to train")
-    total = sum(weights.get(name, 1.0) * value for name, value in losses.items())
-    return {"loss": total, "losses": {name: value.detach().float() for name, value in losses.items()}}
 
 
 class SimCroP(nn.Module):
@@ -71,8 +45,8 @@ class SimCroP(nn.Module):
             raise ValueError(f"model.topk_selection must be one of {TOPK_SELECTIONS}; got {topk_selection!r}")
         if negatives not in NEGATIVES:
             raise ValueError(f"model.negatives must be one of {NEGATIVES}; got {negatives!r}")
-        if mlm_loss_on not in ("masked", "all"):
-            raise ValueError(f"model.mlm_loss_on must be 'masked' or 'all'; got {mlm_loss_on!r}")
+        if mlm_loss_on not in MLM_LOSS_ON:
+            raise ValueError(f"model.mlm_loss_on must be one of {MLM_LOSS_ON}; got {mlm_loss_on!r}")
         self.weights = dict(weights or {name: 1.0 for name in LOSS_NAMES})
         self.topk, self.temperature, self.negatives, self.mlm_loss_on = topk, temperature, negatives, mlm_loss_on
         self.mae = mae
@@ -169,46 +143,3 @@ class SimCroP(nn.Module):
         if diagnostics is not None:
             result["diagnostics"] = diagnostics
         return result
-
-
-def build_text_encoder(model_cfg: ModelConfig) -> FrozenTextEncoder:
-    return FrozenTextEncoder(model_cfg.text_encoder)
-
-
-def build_pretrain_model(model_cfg: ModelConfig, text_encoder: FrozenTextEncoder | None = None) -> nn.Module:
-    """The pre-training module for `model_cfg.objective`; every one exposes `.encoder` and
-    `forward(batch) -> {"loss", "losses"}`. text_encoder: reuse an already loaded one (tests)."""
-    from simcrop.model.baselines import ClipPretrain, MAEPretrain, SupervisedPretrain
-
-    if model_cfg.objective not in OBJECTIVES:
-        raise ValueError(f"model.objective must be one of {OBJECTIVES}; got {model_cfg.objective!r}")
-    encoder = build_vit(model_cfg.vit, img_size=tuple(model_cfg.img_size), patch_size=tuple(model_cfg.patch_size),
-                        pos_embed=model_cfg.pos_embed)
-    if model_cfg.objective == "supervised":         # the probe's upper bound: the 18 labels, no text side
-        return SupervisedPretrain(encoder)
-    if model_cfg.objective == "clip":
-        return ClipPretrain(encoder, text_encoder or build_text_encoder(model_cfg), model_cfg.proj_dim,
-                            model_cfg.temperature, model_cfg.mask_ratio)
-    mae = build_mae(encoder, model_cfg.decoder_dim, model_cfg.decoder_depth, model_cfg.decoder_heads,
-                    model_cfg.mask_ratio, model_cfg.norm_pix_loss)
-    if model_cfg.objective == "mae":
-        return MAEPretrain(mae)
-    weights = loss_weights(model_cfg)
-    negatives = "batch" if model_cfg.objective == "simcrop_batchneg" else model_cfg.negatives
-    return SimCroP(mae, text_encoder or build_text_encoder(model_cfg), model_cfg.proj_dim, model_cfg.topk,
-                   model_cfg.temperature, negatives, model_cfg.mlm_loss_on, model_cfg.text_decoder_layers,
-                   model_cfg.text_decoder_heads, weights, topk_selection=model_cfg.topk_selection,
-                   position_momentum=model_cfg.position_momentum, same_text_cos=model_cfg.same_text_cos)
-
-
-def build_collate(model_cfg: ModelConfig, tokenizer=None, seed: int = 0, bert_mix: bool = False) -> ReportBatcher:
-    """The DataLoader collate_fn for every objective (the MAE baseline ignores the text fields).
-
-    tokenizer: reuse one (e.g. `model.text_encoder.tokenizer`); otherwise loaded from model_cfg.text_encoder.
-    """
-    if tokenizer is None:
-        from simcrop.text.encoder import load_tokenizer
-
-        tokenizer = load_tokenizer(model_cfg.text_encoder)
-    return ReportBatcher(tokenizer, model_cfg.text_max_tokens, model_cfg.text_mask_prob, seed=seed,
-                         bert_mix=bert_mix)

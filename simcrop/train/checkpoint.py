@@ -32,33 +32,11 @@ import torch
 from torch import nn
 
 from simcrop.io import atomic_path
+from simcrop.layout import LAST_CHECKPOINT
+# the reading side lives in simcrop.model.weights (evaluation reads checkpoints too)
+from simcrop.model.weights import CheckpointError, _unwrap, frozen_keys, load_model_state, read_checkpoint
 
 log = logging.getLogger(__name__)
-FROZEN_PREFIXES = ("text_encoder.",)
-LAST = "last.pt"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that does not fit the model; the message names the keys."""
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def frozen_keys(model: nn.Module, prefixes=FROZEN_PREFIXES) -> set[str]:
-    """State-dict keys of frozen sub-models: the frozen parameters under `prefixes`, and all buffers
-    under a prefix whose parameters are all frozen (a frozen BERT's buffers come with its package too)."""
-    model = _unwrap(model)
-    keys = set()
-    params = dict(model.named_parameters())
-    state = model.state_dict()
-    for prefix in prefixes:
-        under = {n: p for n, p in params.items() if n.startswith(prefix)}
-        keys |= {n for n, p in under.items() if not p.requires_grad}
-        if under and not any(p.requires_grad for p in under.values()):
-            keys |= {k for k in state if k.startswith(prefix)}
-    return keys
 
 
 def rng_state() -> dict:
@@ -144,24 +122,6 @@ def save_torch(obj, path) -> Path:
     return Path(path)
 
 
-def read_checkpoint(path) -> dict:
-    """The checkpoint dict on CPU (tensors and plain values only)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def load_model_state(model: nn.Module, state: dict, where: str = "checkpoint") -> None:
-    """Load `state` into model; only the frozen keys may be missing, and nothing may be unexpected."""
-    model = _unwrap(model)
-    result = model.load_state_dict(state, strict=False)
-    missing = sorted(set(result.missing_keys) - frozen_keys(model))
-    if missing or result.unexpected_keys:
-        raise CheckpointError(f"{where} does not fit the model: missing {missing[:10]} "
-                              f"({len(missing)} in all), unexpected {sorted(result.unexpected_keys)[:10]} "
-                              f"({len(result.unexpected_keys)} in all)")
-
-
 def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, restore_rng: bool = True) -> dict:
     """Restore model (and optimiser, scheduler, RNG when given) from `path`; returns the checkpoint dict."""
     ckpt = read_checkpoint(path)
@@ -182,8 +142,8 @@ def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rest
 def latest_checkpoint(directory) -> Path | None:
     """`<dir>/last.pt` if present, else the highest `step_XXXXXX.pt`, else None."""
     directory = Path(directory)
-    if (directory / LAST).is_file():
-        return directory / LAST
+    if (directory / LAST_CHECKPOINT).is_file():
+        return directory / LAST_CHECKPOINT
     steps = []
     for p in directory.glob("step_*.pt") if directory.is_dir() else []:
         match = re.fullmatch(r"step_(\d+)\.pt", p.name)

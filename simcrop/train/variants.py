@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 
 from simcrop.config import Config, ConfigError, ModelConfig, PretrainConfig, _build, deep_merge
+from simcrop.layout import RANDOM, run_of
+from simcrop.model.objectives import OBJECTIVES      # torch-free: loading a config imports this module
 
-RANDOM = "random"                                       # no pre-training: a row, never a training job
-OBJECTIVES = ("simcrop", "simcrop_batchneg", "mae", "clip", "supervised")
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
 VARIANT_KEYS = ("objective", "init_from", "model", "pretrain")
 
@@ -50,7 +50,7 @@ def init_row(cfg: Config, name: str) -> str | None:
 
 
 def encoder_of(cfg: Config, name: str):
-    return cfg.run_dir / "pretrain" / name / "encoder.pt"
+    return run_of(cfg).encoder(name)
 
 
 def check(cfg: Config) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from simcrop.data.datasets import EmptyDatasetError, PretrainDataset, load_volume
+from simcrop.data.datasets import EmptyDatasetError, PretrainDataset
 from simcrop.data.manifest import empty_row, write_manifest
 
 CROP = (32, 32, 16)
@@ -74,17 +74,6 @@ def test_sample_contract(tmp_path):
     assert [s["section"] for s in sample["sentences"]] == ["findings", "findings"]
     assert sample["findings"].startswith("Nodule") and sample["impressions"] == "Stable."
     assert torch.equal(ds[0]["image"], sample["image"])                         # eval: deterministic
-
-
-def test_load_volume_scales_hu(tmp_path):
-    hu = np.array([[[-3000, -1000], [0, 500]], [[1000, 2000], [250, -250]]], dtype=np.int16)
-    nib.save(nib.Nifti1Image(hu, np.eye(4)), tmp_path / "v.nii.gz")
-    x = load_volume(tmp_path / "v.nii.gz")
-    assert x.shape == (1, 2, 2, 2) and x.dtype == torch.float32
-    assert torch.allclose(x[0], torch.tensor(np.clip(hu, -1000, 1000) / 1000.0, dtype=torch.float32))
-    nib.save(nib.Nifti1Image(hu, np.diag([-1.0, -1.0, 1.0, 1.0])), tmp_path / "lps.nii.gz")
-    with pytest.raises(ValueError, match="RAS"):
-        load_volume(tmp_path / "lps.nii.gz")
 
 
 def test_augmentation_is_a_function_of_epoch_and_index(tmp_path):

@@ -2,13 +2,12 @@ import dataclasses
 import json
 import logging
 import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from simcrop.config import DataConfig, FolderAdapterConfig
-from simcrop.data.ingest import assign_splits, class_strata, hold_out_patients, ingest
+from simcrop.data.ingest import ingest
 from simcrop.data.manifest import ManifestError, read_manifest
 
 from ctrate_tree import write_ctrate_tree, write_lesions
@@ -57,17 +56,6 @@ def test_splits_deterministic_and_seeded(tree, tmp_path):
         splits.append(read_manifest(tmp_path / str(i) / "manifest.csv").set_index("volume_id")["split"])
     assert splits[0].equals(splits[1])
     assert not splits[0].equals(splits[2])
-
-
-def test_hold_out_patients():
-    patients = [f"train_{i}" for i in range(200)]
-    val = hold_out_patients(patients, 0.1, seed=3)
-    assert len(val) == 20 and val == hold_out_patients(list(reversed(patients)), 0.1, seed=3)
-    # hash ranking: new patients shift the cut-off a little but do not reshuffle the hold-out
-    grown = hold_out_patients(patients + [f"new_{i}" for i in range(20)], 0.1, seed=3)
-    assert len(grown) == 22 and len(grown & val) >= 15
-    assert hold_out_patients(["a", "b"], 0.01, 0) and len(hold_out_patients(["a", "b"], 0.99, 0)) == 1
-    assert hold_out_patients(["a"], 0.5, 0) == set() and hold_out_patients(patients, 0.0, 0) == set()
 
 
 def test_relative_root_gives_relative_paths(tree, tmp_path, monkeypatch):
@@ -124,34 +112,3 @@ def test_bad_dataset_or_root(tmp_path):
         run(DataConfig(dataset="radchest"), tmp_path)
     with pytest.raises(ValueError, match="nowhere: CT-RATE root not found"):
         run(DataConfig(dataset="ctrate", root=str(tmp_path / "nowhere")), tmp_path)
-
-
-def test_assign_splits_holds_out_a_test_set_only_when_there_is_none():
-    rows = [{"volume_id": f"v{i}", "patient_id": f"p{i // 2}", "split": "train"} for i in range(40)]
-    split = {r["volume_id"]: r["split"] for r in assign_splits([dict(r) for r in rows], 0.1, 5, test_fraction=0.2)}
-    by_patient = {}
-    for r in rows:
-        by_patient.setdefault(r["patient_id"], set()).add(split[r["volume_id"]])
-    assert all(len(s) == 1 for s in by_patient.values())            # patients stay whole
-    counts = {s: sum(1 for v in split.values() if v == s) for s in ("train", "val", "test")}
-    assert counts == {"train": 28, "val": 4, "test": 8}             # 4 of 20 patients test, 2 of 16 val
-    # an official test split is kept as it is: nothing more is held out as test
-    official = [dict(r, split="test" if i >= 36 else "train") for i, r in enumerate(rows)]
-    kept = assign_splits(official, 0.1, 5, test_fraction=0.2)
-    assert sum(r["split"] == "test" for r in kept) == 4
-
-
-def test_single_label_data_is_held_out_per_class():
-    # 4 patients per class, as in the demo's CC-CCII sample: every class reaches train, val and test
-    classes = ["normal", "covid", "cp"]
-    rows = [{"volume_id": f"v{i}", "patient_id": f"p{i}", "split": "train",
-             "labels": json.dumps({c: int(c == classes[i % 3]) for c in classes})} for i in range(12)]
-    assert class_strata(rows) == {f"p{i}": classes[i % 3] for i in range(12)}
-    out = assign_splits(rows, 0.1, 42, test_fraction=0.2)
-    for split in ("train", "val", "test"):
-        got = sorted(json.loads(r["labels"]) and max(json.loads(r["labels"]), key=json.loads(r["labels"]).get)
-                     for r in out if r["split"] == split)
-        assert set(got) == set(classes), (split, got)
-    # multi-label rows (some with 0 or 2 positives) are not stratified
-    multi = [dict(r, labels=json.dumps({"a": 1, "b": int(i % 2)})) for i, r in enumerate(rows)]
-    assert class_strata(multi) is None

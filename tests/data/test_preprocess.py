@@ -12,10 +12,11 @@ import pytest
 
 from simcrop.config import PreprocessConfig
 from simcrop.data.manifest import empty_row, write_manifest
-from simcrop.data.preprocess import (QC_COLUMNS, TooManyBadVolumes, gather_shards, num_shards,
-                                     preprocess_shard, preprocess_volume)
+from simcrop.data.preprocess import (QC_COLUMNS, TooManyBadVolumes, gather_shards, preprocess_shard,
+                                     preprocess_volume)
 from simcrop.data.qc import body_mask
 from simcrop.data.quarantine import QUARANTINE_COLUMNS, BadVolume
+from simcrop.layout import DataDir, Preprocessed
 
 CENTRE = np.array([12.3, -20.7, 35.1])          # world mm (RAS) of the planted sphere
 RADIUS = 9.0
@@ -76,12 +77,6 @@ def test_sphere_lands_at_its_world_coordinate(tmp_path, name, size):
     assert np.linalg.norm(world - CENTRE) < max(cfg.spacing)
     assert record["input_orientation"] == "".join(nib.aff2axcodes(affine))
     assert record["output_spacing"] == "1.5000x1.5000x2.0000"
-
-
-def test_num_shards():
-    assert num_shards(0, 25) == 1 and num_shards(25, 25) == 1 and num_shards(26, 25) == 2
-    with pytest.raises(ValueError):
-        num_shards(10, 0)
 
 
 def _good_ct(shape=(24, 20, 12), seed=0) -> np.ndarray:
@@ -158,8 +153,8 @@ def test_shard_quarantines_each_bad_input_and_finishes_the_good_ones(tmp_path):
                              + [f"good{i}.nii.gz" for i in range(3)] + [f"good{i}.json" for i in range(3)])
 
     # gather: 8 of 11 bad is over a 0.25 limit → files first, then a clear error
-    files = dict(qc_out=out / "qc.csv", quarantine_out=out / "quarantine.csv",
-                 summary_out=out / "preprocess_summary.json")
+    tables = DataDir(out)
+    files = dict(qc_out=tables.qc, quarantine_out=tables.quarantine, summary_out=tables.preprocess_summary)
     with pytest.raises(TooManyBadVolumes, match="max_bad_fraction"):
         gather_shards([result["qc"]], [result["quarantine"]], max_bad_fraction=0.25, **files)
     summary = json.loads(files["summary_out"].read_text())
@@ -185,7 +180,7 @@ def test_shards_split_rows_resume_and_write_empty_tables(tmp_path):
     with pytest.raises(ValueError, match="out of range"):
         preprocess_shard(manifest, 2, out, cfg, progress=False)
 
-    output = out / "volumes" / "v2.nii.gz"
+    output = Preprocessed(out).volume("v2")
     stamp = output.stat().st_mtime_ns
     again = preprocess_shard(manifest, 1, out, cfg, progress=False)
     assert again["resumed"] == 1 and output.stat().st_mtime_ns == stamp
@@ -346,20 +341,20 @@ def test_gather_cli_stops_in_one_line_past_max_bad_fraction(tmp_path):
     import subprocess
     import sys
 
-    shards = tmp_path / "preprocessed" / "shards"
-    shards.mkdir(parents=True)
+    run = DataDir(tmp_path)
+    run.preprocessed.shards.mkdir(parents=True)
     qc = {c: [0] for c in QC_COLUMNS}
     qc["volume_id"] = ["good"]
-    pd.DataFrame(qc).to_csv(shards / "00000.qc.csv", index=False)
+    pd.DataFrame(qc).to_csv(run.preprocessed.shard_qc(0), index=False)
     pd.DataFrame([{"volume_id": v, "path": f"{v}.nii.gz", "stage": "preprocess", "reason": "constant volume: -1000"}
-                  for v in ("bad1", "bad2")], columns=QUARANTINE_COLUMNS).to_csv(shards / "00000.quarantine.csv",
+                  for v in ("bad1", "bad2")], columns=QUARANTINE_COLUMNS).to_csv(run.preprocessed.shard_quarantine(0),
                                                                                    index=False)
     result = subprocess.run([sys.executable, "-m", "simcrop.cli", "gather", "--set-json",
                              '{"preprocess": {"max_bad_fraction": 0.25}}', "--out-dir", str(tmp_path),
-                             str(shards / "00000.qc.csv")], capture_output=True, text=True, cwd=tmp_path)
+                             str(run.preprocessed.shard_qc(0))], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1, result.stderr
     assert "2 of 3 volumes quarantined (66.7%) > max_bad_fraction 25.0%" in errors[0]
-    assert str(tmp_path / "quarantine.csv") in errors[0]
-    assert len(pd.read_csv(tmp_path / "quarantine.csv")) == 2
+    assert str(run.quarantine) in errors[0]
+    assert len(pd.read_csv(run.quarantine)) == 2

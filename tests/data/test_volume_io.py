@@ -112,3 +112,25 @@ def test_choose_series_prefers_chest_ct_then_most_images():
     assert choose_series([scout, abdomen])[0] is abdomen                                  # no chest: most images
     assert choose_series([scout, dose]) == (None, [scout, dose])
     assert choose_series([scout]) == (scout, [])                                          # one series: as before
+
+
+def test_load_preprocessed_scales_the_configured_window(tmp_path):
+    """The one preprocessed-volume reader: the default window is HU / 1000 bit for bit (the historic scale);
+    another window maps its ends to -1 and 1; non-RAS or non-3D files are refused."""
+    import nibabel as nib
+    import torch
+
+    from simcrop.data.volume_io import load_preprocessed, read_preprocessed
+
+    hu = np.arange(-1200, 1200, 25, dtype=np.int16).reshape(8, 6, 2)
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), str(tmp_path / "v.nii.gz"))
+    x = load_preprocessed(tmp_path / "v.nii.gz")
+    assert x.shape == (1, 8, 6, 2) and x.dtype == torch.float32
+    assert torch.equal(x[0], torch.from_numpy(hu).float().clamp(-1000, 1000).mul(1.0 / 1000))
+    y = load_preprocessed(tmp_path / "v.nii.gz", (-1000, 400))
+    assert float(y.min()) == -1.0 and float(y.max()) == 1.0
+    assert torch.allclose(y[0], (torch.from_numpy(hu).float().clamp(-1000, 400) + 300) / 700)
+    assert read_preprocessed(tmp_path / "v.nii.gz").dtype == np.int16
+    nib.save(nib.Nifti1Image(hu, np.diag([-1.0, 1.0, 1.0, 1.0])), str(tmp_path / "lps.nii.gz"))
+    with pytest.raises(ValueError, match="RAS"):
+        load_preprocessed(tmp_path / "lps.nii.gz")

@@ -17,7 +17,7 @@ import torch
 
 from simcrop.config import from_dict
 from simcrop.data.manifest import empty_row, write_manifest
-from simcrop.model.simcrop import build_pretrain_model
+from simcrop.model.factory import build_pretrain_model
 from simcrop.train.checkpoint import save_checkpoint
 
 SHAPE = (36, 36, 18)

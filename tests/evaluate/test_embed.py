@@ -15,7 +15,7 @@ from simcrop.evaluate.embed import (NotApplicableError, cached_volume_features, 
                                     encode_volumes, feature_kind, load_crop, load_mask_crop, load_model)
 from simcrop.evaluate.run import run_task
 from simcrop.model.alignment import sentence_features
-from simcrop.model.simcrop import build_collate
+from simcrop.model.factory import build_collate
 
 
 def _paths(run, ids=("t0_a_1", "t1_a_1", "t2_a_1")):

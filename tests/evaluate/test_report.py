@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from simcrop.evaluate.report import collect, results_table, write_report
+from simcrop import layout
+from simcrop.evaluate.report import LOSS_CURVE_DIR, collect, results_table, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOT_APPLICABLE = {"applicable": False, "reason": "no text encoder", "checkpoint": None}
@@ -43,50 +44,51 @@ def _png(path: Path, tag: bytes) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("run")
-    ev = run / "evaluate"
+    run = layout.Run(tmp_path_factory.mktemp("run"))
     # pre-training: two objectives with dvclive curves; lr is not a loss
     for name, loss in (("simcrop", [9.0, 7.0, 5.0]), ("mae", [1.0, 0.8])):
-        _json(run / "pretrain" / name / "metrics.json", {"step": 30, "samples_per_s": 2.5, "losses": {"loss": loss[-1]},
-                                                       "first_losses": {"loss": loss[0]}})
-        curves = run / "pretrain" / name / "dvclive/plots/metrics/train"
+        _json(run.pretrain_metrics(name), {"step": 30, "samples_per_s": 2.5, "losses": {"loss": loss[-1]},
+                                           "first_losses": {"loss": loss[0]}})
+        curves = run.pretrain_dir(name) / LOSS_CURVE_DIR
         _tsv(curves, "loss", loss)
         _tsv(curves, "lr", [1e-4] * len(loss))
-    _tsv(run / "pretrain/simcrop/dvclive/plots/metrics/train", "align", [4.0, 3.0, 2.0])
+    _tsv(run.pretrain_dir("simcrop") / LOSS_CURVE_DIR, "align", [4.0, 3.0, 2.0])
     # probes: main at two fractions (one file each), a multiclass downstream set
     for name, (s10, s100) in {"random": (0.52, 0.55), "simcrop": (0.71, 0.80)}.items():
-        _probe(ev / name / "probe/main/10.json", {"10": s10})
-        _probe(ev / name / "probe/main/100.json", {"100": s100})
+        _probe(run.evaluation(name, "probe", "main", "10"), {"10": s10})
+        _probe(run.evaluation(name, "probe", "main", "100"), {"100": s100})
     # a file may hold other fractions too: the file named after a fraction wins it (10.json's 0.71, not 0.0)
-    _probe(ev / "simcrop/probe/main/100.json", {"10": 0.0, "100": 0.80})
-    _probe(ev / "mae/probe/main/100.json", {"100": 0.6})
-    _probe(ev / "simcrop/probe/ccccii/100.json", {"100": 0.9}, task="multiclass")
-    _json(ev / "simcrop/segment/luna16/100.json", {
+    _probe(run.evaluation("simcrop", "probe", "main", "100"), {"10": 0.0, "100": 0.80})
+    _probe(run.evaluation("mae", "probe", "main", "100"), {"100": 0.6})
+    _probe(run.evaluation("simcrop", "probe", "ccccii", "100"), {"100": 0.9}, task="multiclass")
+    _json(run.evaluation("simcrop", "segment", "luna16", "100"), {
         "label_map": "organ", "classes": ["lung", "airway"],
         "fractions": {"100": {"fraction": 1.0, "n_train": 8, "best_step": 100, "val_mean_dice": 0.6,
                               "history": [[100, 0.6, 0.4]],
                               "test": {"mean_dice": 0.65, "dice": {"lung": 0.65, "airway": None}, "n_volumes": 2}}}})
     # text tasks: simcrop does them all, mae cannot (no text side), clip grounds with one figure
-    _json(ev / "simcrop/zeroshot.json", {"task": "zeroshot", "applicable": True, "auroc_mean": 0.68,
-                                         "auroc": {"Emphysema": 0.68}})
+    _json(run.evaluation("simcrop", "zeroshot"), {"task": "zeroshot", "applicable": True, "mean_auroc": 0.68,
+                                                  "auroc": {"Emphysema": 0.68}})
     direction = {"recall@1": 0.2, "recall@5": 0.5, "recall@10": 0.7, "map": 0.3,
                  "chance_recall@1": 0.04, "chance_recall@5": 0.2, "chance_recall@10": 0.4}
-    _json(ev / "simcrop/retrieval.json", {"task": "retrieval", "applicable": True, "report_to_volume": direction,
-                                          "volume_to_report": {**direction, "recall@5": 0.45}})
-    first = _png(ev / "simcrop/grounding_figures/a.png", b"simcrop-a")
-    _png(ev / "simcrop/grounding_figures/b.png", b"simcrop-b")
+    _json(run.evaluation("simcrop", "retrieval"), {"task": "retrieval", "applicable": True,
+                                                   "report_to_volume": direction,
+                                                   "volume_to_report": {**direction, "recall@5": 0.45}})
+    figures = layout.figures_beside(run.evaluation("simcrop", "grounding"))
+    first = _png(figures / "a.png", b"simcrop-a")
+    _png(figures / "b.png", b"simcrop-b")
     grounding = {"task": "grounding", "applicable": True, "n_sentences": 20, "hit_fraction": 0.25,
                  "hit_fraction_chance": 0.066, "hit_ratio_to_chance": 3.79, "pointing_game": 0.3,
                  "pointing_chance": 0.066}
     # one path as the job wrote it (relative to another working directory): found by name
-    _json(ev / "simcrop/grounding.json", {**grounding, "figures": [str(first), "elsewhere/grounding_figures/b.png"]})
-    _png(ev / "clip/grounding_figures/c.png", b"clip-c")
-    _json(ev / "clip/grounding.json", {**grounding, "hit_fraction": 0.1,
-                                       "figures": [str(ev / "clip/grounding_figures/c.png")]})
+    _json(run.evaluation("simcrop", "grounding"),
+          {**grounding, "figures": [str(first), "elsewhere/grounding_figures/b.png"]})
+    clip_figure = _png(layout.figures_beside(run.evaluation("clip", "grounding")) / "c.png", b"clip-c")
+    _json(run.evaluation("clip", "grounding"), {**grounding, "hit_fraction": 0.1, "figures": [str(clip_figure)]})
     for task in ("zeroshot", "retrieval", "grounding"):
-        _json(ev / f"mae/{task}.json", {"task": task, **NOT_APPLICABLE})
-    _json(ev / "abl_nocrop/zeroshot.json", {"task": "zeroshot", "applicable": True, "auroc_mean": 0.61})
-    return run
+        _json(run.evaluation("mae", task), {"task": task, **NOT_APPLICABLE})
+    _json(run.evaluation("abl_nocrop", "zeroshot"), {"task": "zeroshot", "applicable": True, "mean_auroc": 0.61})
+    return run.root
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +222,7 @@ def test_objectives_restrict_and_order_rows(run_dir, tmp_path):
 
 
 def test_nothing_found_raises(tmp_path):
-    (tmp_path / "evaluate").mkdir()
+    layout.Run(tmp_path).evaluate_dir("simcrop").mkdir(parents=True)      # a row folder, no result in it
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         write_report(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -256,15 +258,14 @@ def _grounding_with_controls(rng, hit_shift: float = 0.0) -> dict:
 def controls_report(tmp_path_factory):
     import numpy as np
 
-    run = tmp_path_factory.mktemp("controls_run")
-    ev, rng = run / "evaluate", np.random.default_rng(0)
-    _json(ev / "simcrop/grounding.json", _grounding_with_controls(rng))
-    _json(ev / "simcrop_batchneg/grounding.json", _grounding_with_controls(rng, hit_shift=0.05))
-    _json(ev / "mae/grounding.json", {"task": "grounding", **NOT_APPLICABLE})
+    run, rng = layout.Run(tmp_path_factory.mktemp("controls_run")), np.random.default_rng(0)
+    _json(run.evaluation("simcrop", "grounding"), _grounding_with_controls(rng))
+    _json(run.evaluation("simcrop_batchneg", "grounding"), _grounding_with_controls(rng, hit_shift=0.05))
+    _json(run.evaluation("mae", "grounding"), {"task": "grounding", **NOT_APPLICABLE})
     for name in ("simcrop", "mae"):
-        _probe(ev / name / "probe/main/100.json", {"100": 0.7})
+        _probe(run.evaluation(name, "probe", "main", "100"), {"100": 0.7})
     out = tmp_path_factory.mktemp("controls_report")
-    return out, write_report(run, out, n_heatmaps=0)
+    return out, write_report(run.root, out, n_heatmaps=0)
 
 
 def test_grounding_cells_show_intervals_and_controls_get_rows(controls_report):
@@ -311,7 +312,7 @@ def _probe_with_volumes(path: Path, pct: str, signal: float, seed: int, n_patien
     import numpy as np
     import torch
 
-    from simcrop.train.probe import per_volume_record, probabilities, probe_metrics
+    from simcrop.evaluate.probe import per_volume_record, probabilities, probe_metrics
 
     labels = (np.random.default_rng(0).random((2 * n_patients, 2)) < 0.4).astype(np.float32)
     if task == "multiclass":
@@ -331,14 +332,13 @@ def _probe_with_volumes(path: Path, pct: str, signal: float, seed: int, n_patien
 
 @pytest.fixture(scope="module")
 def probe_ci_report(tmp_path_factory):
-    run = tmp_path_factory.mktemp("probe_ci_run")
-    ev, tests = run / "evaluate", {}
+    run, tests = layout.Run(tmp_path_factory.mktemp("probe_ci_run")), {}
     for name, signal, seed in (("random", 0.0, 1), ("mae", 1.0, 2), ("simcrop", 2.5, 3)):
-        tests[name] = _probe_with_volumes(ev / name / "probe/main/100.json", "100", signal, seed)
-        _probe(ev / name / "probe/main/10.json", {"10": 0.6})                    # an old file: no per-volume scores
-        _probe_with_volumes(ev / name / "probe/ccccii/100.json", "100", signal, seed, task="multiclass")
+        tests[name] = _probe_with_volumes(run.evaluation(name, "probe", "main", "100"), "100", signal, seed)
+        _probe(run.evaluation(name, "probe", "main", "10"), {"10": 0.6})         # an old file: no per-volume scores
+        _probe_with_volumes(run.evaluation(name, "probe", "ccccii", "100"), "100", signal, seed, task="multiclass")
     out = tmp_path_factory.mktemp("probe_ci_report")
-    return out, write_report(run, out, n_heatmaps=0), tests
+    return out, write_report(run.root, out, n_heatmaps=0), tests
 
 
 def test_probe_cells_show_intervals_and_differences_are_paired(probe_ci_report):

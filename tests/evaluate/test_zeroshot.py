@@ -58,8 +58,8 @@ def test_evaluate_zeroshot_on_a_tiny_run(checkpoints, tiny_run, tmp_path, text_e
     saved = json.loads(out.read_text())
     assert saved["task"] == "zeroshot" and saved["applicable"] is True and saved["n_volumes"] == 4
     assert saved["excluded_labels"] == ["Cardiomegaly"] and saved["auroc"]["Cardiomegaly"] is None
-    assert saved["n_labels"] == 2 and 0.0 <= saved["auroc_mean"] <= 1.0
-    assert saved["auroc_mean"] == pytest.approx(np.mean([saved["auroc"]["Emphysema"],
+    assert saved["n_labels"] == 2 and 0.0 <= saved["mean_auroc"] <= 1.0
+    assert saved["mean_auroc"] == pytest.approx(np.mean([saved["auroc"]["Emphysema"],
                                                          saved["auroc"]["Lung nodule"]]))
     assert metrics["k"] == 4 and metrics["patches_per_volume"] == 64
     # the CLIP baseline: one global feature per volume, K = 1

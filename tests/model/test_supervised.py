@@ -12,10 +12,10 @@ from simcrop.data.labels import CTRATE_LABELS
 from simcrop.data.manifest import read_manifest, write_manifest
 from simcrop.model import build_pretrain_model
 from simcrop.model.baselines import SupervisedPretrain
-from simcrop.model.simcrop import OBJECTIVES
+from simcrop.model.objectives import OBJECTIVES
 from simcrop.model.vit3d import build_vit
 from simcrop.train.pretrain import pretrain
-from simcrop.train.probe import build_encoder
+from simcrop.evaluate.probe_features import build_encoder
 from train_helpers import write_run
 
 TINY_VIT = dict(embed_dim=48, depth=2, num_heads=3)

@@ -9,7 +9,7 @@ from simcrop.config import ModelConfig
 from simcrop.model.pos_embed import build_pos_embed
 from simcrop.model.unetr import UNETR, last_upsample, skip_indices_for
 from simcrop.model.vit3d import build_vit
-from simcrop.train.probe import build_encoder
+from simcrop.evaluate.probe_features import build_encoder
 
 TINY = {"embed_dim": 48, "depth": 2, "num_heads": 3}
 

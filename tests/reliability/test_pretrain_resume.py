@@ -10,8 +10,8 @@ import time
 import pytest
 
 from pretrain_runs import assert_bitwise, cli_command, cli_env, config, run_cli, sha256, weights
-from simcrop.model.simcrop import build_pretrain_model
-from simcrop.train.checkpoint import read_checkpoint
+from simcrop.model.factory import build_pretrain_model
+from simcrop.model.weights import read_checkpoint
 from simcrop.train.pretrain import pretrain
 from train_helpers import write_run
 

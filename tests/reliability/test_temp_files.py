@@ -1,6 +1,5 @@
 """Temporary files a killed job leaves (`.<name>.<random>.tmp<suffix>`): removed when the job that owns
 them starts again, never another running job's, ignored by the adapters, and kept out of DVC."""
-import json
 import os
 import re
 import shutil

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from simcrop.config import from_dict
-from simcrop.train.checkpoint import read_checkpoint
+from simcrop.model.weights import read_checkpoint
 
 TINY_SIMCROP = {"objective": "simcrop", "vit": "vit_demo", "img_size": [32, 32, 16], "patch_size": [16, 16, 8],
                 "topk": 2, "decoder_dim": 48, "decoder_depth": 1, "decoder_heads": 3, "text_max_tokens": 32,

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from simcrop.model import weights
 from simcrop.train import checkpoint as ck
-from simcrop.train.optim import build_optimizer, build_scheduler
+from simcrop.optim import build_optimizer, build_scheduler
 from train_helpers import TinyMAE
 
 
@@ -56,20 +57,20 @@ def test_round_trip_restores_everything(tmp_path):
 def test_frozen_text_encoder_is_left_out_and_only_it_may_be_missing(tmp_path):
     model = WithText()
     ck.save_checkpoint(tmp_path / "c.pt", model)
-    saved = ck.read_checkpoint(tmp_path / "c.pt")
+    saved = weights.read_checkpoint(tmp_path / "c.pt")
     assert set(saved["model"]) == {"encoder.weight", "encoder.bias"}
     assert "text_encoder.position_ids" in saved["excluded"]
     ck.load_checkpoint(tmp_path / "c.pt", WithText())                         # frozen keys missing: fine
     state = dict(saved["model"])
     del state["encoder.bias"]
-    with pytest.raises(ck.CheckpointError, match="encoder.bias"):
-        ck.load_model_state(WithText(), state)
-    with pytest.raises(ck.CheckpointError, match="unexpected"):
-        ck.load_model_state(WithText(), {**saved["model"], "decoder.weight": torch.zeros(1)})
+    with pytest.raises(weights.CheckpointError, match="encoder.bias"):
+        weights.load_model_state(WithText(), state)
+    with pytest.raises(weights.CheckpointError, match="unexpected"):
+        weights.load_model_state(WithText(), {**saved["model"], "decoder.weight": torch.zeros(1)})
     trainable = WithText()
     trainable.text_encoder.requires_grad_(True)                              # unfrozen: saved and required
     ck.save_checkpoint(tmp_path / "t.pt", trainable)
-    assert "text_encoder.0.weight" in ck.read_checkpoint(tmp_path / "t.pt")["model"]
+    assert "text_encoder.0.weight" in weights.read_checkpoint(tmp_path / "t.pt")["model"]
 
 
 def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
@@ -98,7 +99,7 @@ def test_latest_checkpoint_and_milestones(tmp_path):
     ck.copy_checkpoint(tmp_path / "last.pt", tmp_path / ck.milestone_name(300))
     assert (tmp_path / "step_000300.pt").read_bytes() == b"c"
     with pytest.raises(FileNotFoundError):
-        ck.read_checkpoint(tmp_path / "missing.pt")
+        weights.read_checkpoint(tmp_path / "missing.pt")
 
 
 def test_identical_contents_give_identical_bytes(tmp_path):

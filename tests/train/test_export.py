@@ -6,7 +6,8 @@ import torch
 
 from simcrop.model.vit3d import build_vit
 from simcrop.train.checkpoint import save_checkpoint
-from simcrop.train.export import encoder_prefix, encoder_state, export_encoder, load_encoder_init
+from simcrop.model.weights import encoder_prefix, encoder_state, load_encoder_init
+from simcrop.train.export import export_encoder
 from train_helpers import TinyMAE
 
 IMG = (32, 32, 16)
@@ -81,9 +82,9 @@ def test_init_from_a_training_checkpoint_names_what_it_leaves_out(tmp_path, capl
     torch.manual_seed(0)
     model = TinyMAE()
     save_checkpoint(tmp_path / "last.pt", model, step=3)
-    with caplog.at_level(logging.INFO, logger="simcrop.train.export"):
+    with caplog.at_level(logging.INFO, logger="simcrop.model.weights"):
         left = load_encoder_init(TinyMAE().encoder, tmp_path / "last.pt")
     decoder = sorted(k for k in model.state_dict() if not k.startswith("mae.encoder."))
     assert decoder and left == decoder
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "simcrop.train.export"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "simcrop.model.weights"]
     assert "under prefix 'mae.encoder.'" in line and f"left out {len(decoder)} other keys: mae.decoder" in line

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from simcrop.model.pos_embed import build_pos_embed
 from simcrop.model.unetr import UNETR
 from simcrop.model.vit3d import build_vit
-from simcrop.train.export import load_encoder_init
+from simcrop.model.weights import load_encoder_init
 
 IMG, PATCH = (64, 64, 32), (16, 16, 8)           # a 4 x 4 x 4 grid: cubic, as the official patchify3D requires
 TINY = {"embed_dim": 48, "depth": 2, "num_heads": 3}
-LOGGER = "simcrop.train.export"
+LOGGER = "simcrop.model.weights"
 
 
 def tiny_vit(pos_embed: str = "3d_sincos", seed: int = 0, trained_norm: bool = True):

@@ -8,7 +8,7 @@ import socket
 import pytest
 import torch
 
-from simcrop.train.checkpoint import read_checkpoint
+from simcrop.model.weights import read_checkpoint
 from simcrop.train.pretrain import TrainingInterrupted, autocast_for, pretrain
 from train_helpers import BUILT, ddp_entry, stack_collate_factory, tiny_config, tiny_model_factory, write_run
 

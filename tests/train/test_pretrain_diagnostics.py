@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from pretrain_runs import assert_bitwise, config, weights
-from simcrop.model.simcrop import build_pretrain_model
+from simcrop.model.factory import build_pretrain_model
 from simcrop.train.pretrain import pretrain
 from simcrop.train.provenance import changed_settings
 from train_helpers import write_run

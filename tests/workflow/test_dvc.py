@@ -6,6 +6,8 @@ import subprocess
 import pytest
 import yaml
 
+from simcrop import layout
+
 pytestmark = pytest.mark.slow
 
 
@@ -38,15 +40,15 @@ def test_dvc_repro_in_a_fresh_clone(repo_root, tmp_path, run_tool, tiny_config):
         run_tool(args, clone)
 
     run_tool(["dvc", "repro"], clone)
-    run = clone / "results" / "tiny"
-    assert (run / "manifest.csv").exists() and (run / "figures" / "montage.png").exists()
+    run = layout.Run(clone / "results" / "tiny")
+    assert run.manifest.exists() and run.montage.exists()
     assert (clone / "dvc.lock").exists()
     metrics = run_tool(["dvc", "metrics", "show"], clone).stdout
     assert "preprocess_summary.json" in metrics
     shown = json.loads(run_tool(["dvc", "metrics", "show", "--json"], clone).stdout)[""]["data"]
-    report = shown["results/tiny/report/metrics.json"]["data"]["simcrop"]
+    report = shown[str((run.report / "metrics.json").relative_to(clone))]["data"]["simcrop"]
     assert report["pretrain/loss"] > 0 and report["pretrain/samples_per_s"] > 0
-    assert (run / "report" / "results.md").exists()
+    assert (run.report / "results.md").exists()
 
     again = run_tool(["dvc", "repro"], clone)
     assert "didn't change" in again.stdout or "up to date" in again.stdout

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from simcrop import layout
 from simcrop.evaluate.bootstrap import format_interval
 from simcrop.evaluate.report import (benchmarks_report, heatmaps_report, html_report, read_benchmarks,
                                      results_table)
@@ -177,12 +178,13 @@ def test_results_and_benchmark_pages(tmp_path):
     assert "<title>Run &lt;x&gt;</title>" in page and "<td>0.812</td>" in page
     assert "<th>probe main AUROC 100%</th>" in page and "<script" not in page and "http" not in page
 
-    bench = tmp_path / "benchmarks"
-    (bench / "probe" / "simcrop" / "main").mkdir(parents=True)
+    run = layout.Run(tmp_path)
+    pretrain, probe = run.benchmark("pretrain", "simcrop"), run.benchmark("probe", "simcrop", "main", "100")
+    for path in (pretrain, probe):
+        path.parent.mkdir(parents=True, exist_ok=True)
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-    (bench / "pretrain").mkdir()
-    (bench / "pretrain" / "simcrop.tsv").write_text(header + "75.5\t0:01:15\t1061.9\t1\t2\t3\t0.5\t4\t98\t70.2\n")
-    (bench / "probe" / "simcrop" / "main" / "100.tsv").write_text(header + "2\t0:00:02" + "\tNA" * 8 + "\n")
+    pretrain.write_text(header + "75.5\t0:01:15\t1061.9\t1\t2\t3\t0.5\t4\t98\t70.2\n")
+    probe.write_text(header + "2\t0:00:02" + "\tNA" * 8 + "\n")
     table = read_benchmarks(tmp_path)
     assert table[["rule", "job"]].values.tolist() == [["pretrain", "simcrop"], ["probe", "simcrop/main/100"]]
     assert pd.isna(table.loc[1, "max_rss"])
@@ -223,10 +225,11 @@ def test_snakemake_report_shows_results_figures_and_benchmarks(repo_root, tmp_pa
     run_tool(snakemake, repo_root)
     report = work / "report.html"
     run_tool([*snakemake, "--report", str(report)], repo_root)
-    run = work / "results" / "tiny"
-    for rule, job in (("preprocess", "00000"), ("pretrain", "simcrop"), ("probe", "simcrop/main/100"),
-                      ("probe", "simcrop/main/features"), ("segment", "simcrop/luna16/100")):
-        assert (run / "benchmarks" / rule / f"{job}.tsv").exists(), (rule, job)
+    run = layout.Run(work / "results" / "tiny")
+    for rule, *job in (("preprocess", layout.shard_name(0)), ("pretrain", "simcrop"),
+                       ("probe", "simcrop", "main", "100"), ("probe", "simcrop", "main", "features"),
+                       ("segment", "simcrop", "luna16", "100")):
+        assert run.benchmark(rule, *job).exists(), (rule, job)
 
     seen = walkthrough(browser, report, tmp_path)
     assert not seen["errors"], seen["errors"]
@@ -241,7 +244,7 @@ def test_snakemake_report_shows_results_figures_and_benchmarks(repo_root, tmp_pa
     # The table: shown in a frame, with the same cells as results.md.
     table = results["Results"]["results table"]
     rows = {row[0]: row for row in html_rows(data_uri_bytes(table["iframe"]))}
-    doc = json.loads((run / "report" / "results.json").read_text())
+    doc = json.loads((run.report / "results.json").read_text())
     cells, intervals = doc["rows"]["simcrop"], doc.get("intervals", {}).get("simcrop", {})
     assert {"probe main AUROC 100%", "segment luna16 Dice 100%", "grounding hit"} <= set(cells)
     assert cells["segment luna16 Dice 100%"] is not None
@@ -258,9 +261,9 @@ def test_snakemake_report_shows_results_figures_and_benchmarks(repo_root, tmp_pa
     assert "untrained encoder" in table["caption"]
 
     # The figures: decoded by the browser, the same bytes as the files.
-    figures = {"metric vs. training-data fraction": run / "report" / "figures" / "fraction_curves.png",
-               "pre-training loss curves": run / "report" / "figures" / "loss_curves.png",
-               "montage of cases": run / "figures" / "montage.png"}
+    figures = {"metric vs. training-data fraction": run.report / "figures" / "fraction_curves.png",
+               "pre-training loss curves": run.report / "figures" / "loss_curves.png",
+               "montage of cases": run.montage}
     for label, path in figures.items():
         category = next(c for c in results if label in results[c])
         img = results[category][label]["img"]
@@ -269,20 +272,20 @@ def test_snakemake_report_shows_results_figures_and_benchmarks(repo_root, tmp_pa
     assert "line per pre-training objective" in results["Results"]["metric vs. training-data fraction"]["caption"]
     heatmaps = data_uri_bytes(results["Results"]["grounding heat maps"]["iframe"]).decode()
     embedded = [base64.b64decode(src) for src in re.findall(r'<img[^>]* src="data:image/png;base64,([^"]+)"', heatmaps)]
-    assert embedded == [p.read_bytes() for p in sorted((run / "report" / "figures").glob("heatmap_*.png"))]
+    assert embedded == [p.read_bytes() for p in sorted((run.report / "figures").glob("heatmap_*.png"))]
     assert embedded, "the tiny run draws at least one grounding heat map"
 
     # The QC summary: a download, with its numbers in the description.
     qc = results["Data"]["preprocessing QC summary"]
     assert qc["download"] == "preprocess_summary.json"
-    summary = json.loads((run / "preprocess_summary.json").read_text())
+    summary = json.loads(run.preprocess_summary.read_text())
     assert f'"quarantined": {summary["quarantined"]}' in qc["caption"]
 
     # Runtime and memory of the heavy jobs, and Snakemake's own runtime statistics.
     bench = html_rows(data_uri_bytes(results["Runtime and memory"]["runtime and memory per job"]["iframe"]))
     header = next(row for row in bench if row[:2] == ["rule", "job"])
     jobs = {tuple(row[:2]): dict(zip(header, row)) for row in bench}
-    for rule, job in (("preprocess", "00000"), ("pretrain", "simcrop"), ("probe", "simcrop/main/100"),
+    for rule, job in (("preprocess", layout.shard_name(0)), ("pretrain", "simcrop"), ("probe", "simcrop/main/100"),
                       ("segment", "simcrop/luna16/100")):
         assert float(jobs[rule, job]["wall time (s)"]) > 0, (rule, job, bench)
     assert float(jobs["pretrain", "simcrop"]["peak RSS (MiB)"].replace(",", "")) > 50, bench

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from simcrop import layout
+
 pytestmark = pytest.mark.slow
 
 # The README's lines for your own data (a target goes before --configfile, which takes every word after it).
@@ -90,11 +92,11 @@ def test_readme_overlay_lines_run_on_a_fresh_folder_dataset(repo_root, tmp_path,
     assert len(notices) == 1 and all(name in notices[0] for name in DEMO_SETS), output
 
     _run(run_tool, README_RUN, work)
-    run = work / "results" / "mydata"
-    qc = pd.read_csv(run / "qc.csv")
+    run = layout.Run(work / "results" / "mydata")
+    qc = pd.read_csv(run.qc)
     assert sorted(qc.volume_id) == ["case_a", "case_b", "case_c"]
-    assert (run / "figures" / "montage.png").stat().st_size > 0
-    sentences = [json.loads(line) for line in (run / "sentences.jsonl").read_text().splitlines()]
+    assert run.montage.stat().st_size > 0
+    sentences = [json.loads(line) for line in run.sentences.read_text().splitlines()]
     assert {s["volume_id"] for s in sentences} >= {"case_a", "case_b", "case_c"}
     assert not (work / "data").exists()         # nothing synthesized for a real dataset
 

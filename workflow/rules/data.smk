@@ -3,9 +3,9 @@
 
 rule synthesize:
     output:
-        marker=f"{CFG.data.root}/synthetic/corpus.json",
+        marker=layout.synthetic_marker(CFG.data.root),
     log:
-        f"{LOGS}/synthesize.log",
+        RUN.log("synthesize"),
     params:
         cfg=section_json("synthesize", "data"),
         root=corpus_root,
@@ -20,10 +20,10 @@ checkpoint ingest:
     input:
         ingest_inputs,
     output:
-        manifest=f"{RUN}/manifest.csv",
-        report=f"{RUN}/ingest_report.json",
+        manifest=RUN.manifest,
+        report=RUN.ingest_report,
     log:
-        f"{LOGS}/ingest.log",
+        RUN.log("ingest"),
     params:
         cfg=section_json("data"),
     conda:
@@ -35,14 +35,14 @@ checkpoint ingest:
 
 rule preprocess_shard:
     input:
-        manifest=f"{RUN}/manifest.csv",
+        manifest=RUN.manifest,
     output:
-        qc=f"{RUN}/preprocessed/shards/{{shard}}.qc.csv",
-        quarantine=f"{RUN}/preprocessed/shards/{{shard}}.quarantine.csv",
+        qc=RUN.preprocessed.shard_qc("{shard}"),
+        quarantine=RUN.preprocessed.shard_quarantine("{shard}"),
     log:
-        f"{LOGS}/preprocess/{{shard}}.log",
+        RUN.log("preprocess", "{shard}"),
     benchmark:
-        f"{RUN}/benchmarks/preprocess/{{shard}}.tsv"
+        RUN.benchmark("preprocess", "{shard}")
     params:
         cfg=section_json("preprocess"),
         out_dir=preprocessed_dir,
@@ -58,12 +58,12 @@ rule gather_qc:
     input:
         shard_qc_files,
     output:
-        qc=f"{RUN}/qc.csv",
-        quarantine=f"{RUN}/quarantine.csv",
-        summary=report(f"{RUN}/preprocess_summary.json", caption="../report/qc_summary.rst", category="Data",
+        qc=RUN.qc,
+        quarantine=RUN.quarantine,
+        summary=report(RUN.preprocess_summary, caption="../report/qc_summary.rst", category="Data",
                        labels={"result": "preprocessing QC summary"}),
     log:
-        f"{LOGS}/gather_qc.log",
+        RUN.log("gather_qc"),
     params:
         cfg=section_json("preprocess"),
         out_dir=run_dir_of_qc,

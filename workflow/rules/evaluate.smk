@@ -5,7 +5,7 @@
 wildcard_constraints:
     ds="[A-Za-z0-9_]+",
     pct="[0-9.]+",
-    text_task="zeroshot|retrieval|grounding",
+    text_task="|".join(layout.TEXT_TASKS),
 
 
 TEXT_COMMANDS = {"zeroshot": "zeroshot", "retrieval": "retrieve", "grounding": "ground"}
@@ -15,10 +15,10 @@ rule prepare_downstream:
     input:
         downstream_inputs,
     output:
-        manifest=f"{RUN}/downstream/{{ds}}/manifest.csv",
-        qc=f"{RUN}/downstream/{{ds}}/qc.csv",
+        manifest=RUN.downstream("{ds}").manifest,
+        qc=RUN.downstream("{ds}").qc,
     log:
-        f"{LOGS}/downstream/{{ds}}.log",
+        RUN.log("downstream", "{ds}"),
     params:
         cfg=section_json("data", "preprocess", "downstream"),
         out_dir=downstream_dir,
@@ -34,11 +34,11 @@ rule probe_features:
         qc=eval_data,
         encoder=encoder_input,
     output:
-        f"{RUN}/evaluate/{{objective}}/probe/{{ds}}/features.json",
+        RUN.evaluation("{objective}", "probe", "{ds}", layout.FEATURES),
     log:
-        f"{LOGS}/evaluate/{{objective}}/probe/{{ds}}/features.log",
+        RUN.log("evaluate", "{objective}", "probe", "{ds}", layout.FEATURES),
     benchmark:
-        f"{RUN}/benchmarks/probe/{{objective}}/{{ds}}/features.tsv"
+        RUN.benchmark("probe", "{objective}", "{ds}", layout.FEATURES)
     params:
         cfg=section_json("data", "model", "probe", "experiment", "downstream"),
     conda:
@@ -50,15 +50,15 @@ rule probe_features:
 
 rule probe:
     input:
-        features=f"{RUN}/evaluate/{{objective}}/probe/{{ds}}/features.json",
+        features=RUN.evaluation("{objective}", "probe", "{ds}", layout.FEATURES),
         qc=eval_data,
         encoder=encoder_input,
     output:
-        f"{RUN}/evaluate/{{objective}}/probe/{{ds}}/{{pct}}.json",
+        RUN.evaluation("{objective}", "probe", "{ds}", "{pct}"),
     log:
-        f"{LOGS}/evaluate/{{objective}}/probe/{{ds}}/{{pct}}.log",
+        RUN.log("evaluate", "{objective}", "probe", "{ds}", "{pct}"),
     benchmark:
-        f"{RUN}/benchmarks/probe/{{objective}}/{{ds}}/{{pct}}.tsv"
+        RUN.benchmark("probe", "{objective}", "{ds}", "{pct}")
     params:
         cfg=section_json("data", "model", "probe", "experiment", "downstream"),
         fraction=fraction_of,
@@ -74,11 +74,11 @@ rule segment:
         qc=eval_data,
         encoder=encoder_input,
     output:
-        f"{RUN}/evaluate/{{objective}}/segment/{{ds}}/{{pct}}.json",
+        RUN.evaluation("{objective}", "segment", "{ds}", "{pct}"),
     log:
-        f"{LOGS}/evaluate/{{objective}}/segment/{{ds}}/{{pct}}.log",
+        RUN.log("evaluate", "{objective}", "segment", "{ds}", "{pct}"),
     benchmark:
-        f"{RUN}/benchmarks/segment/{{objective}}/{{ds}}/{{pct}}.tsv"
+        RUN.benchmark("segment", "{objective}", "{ds}", "{pct}")
     params:
         cfg=section_json("data", "model", "segment", "experiment", "downstream"),
         fraction=fraction_of,
@@ -91,18 +91,18 @@ rule segment:
 
 rule evaluate_text:
     input:
-        encoder=f"{RUN}/pretrain/{{objective}}/encoder.pt",
-        sentences=f"{RUN}/sentences.jsonl",
-        qc=f"{RUN}/qc.csv",
+        encoder=RUN.encoder("{objective}"),
+        sentences=RUN.sentences,
+        qc=RUN.qc,
     output:
-        f"{RUN}/evaluate/{{objective}}/{{text_task}}.json",
+        RUN.evaluation("{objective}", "{text_task}"),
     log:
-        f"{LOGS}/evaluate/{{objective}}/{{text_task}}.log",
+        RUN.log("evaluate", "{objective}", "{text_task}"),
     params:
         # a function: the prompt templates' "{label}" must not be read as a wildcard
         cfg=lambda wildcards: section_json("evaluate"),
         command=lambda wildcards: TEXT_COMMANDS[wildcards.text_task],
-        checkpoint=lambda wildcards: eval_targets.checkpoint_path(CFG, wildcards.objective),
+        checkpoint=lambda wildcards: RUN.checkpoint(wildcards.objective),
     conda:
         "../../environment.yml"
     shell:
@@ -112,28 +112,27 @@ rule evaluate_text:
 
 rule report:
     input:
-        evaluation_targets(),
-        expand(f"{RUN}/pretrain/{{objective}}/metrics.json", objective=PRETRAINED),
+        layout.report_inputs(CFG),
     output:
-        md=f"{RUN}/report/results.md",
-        json=f"{RUN}/report/results.json",
-        metrics=f"{RUN}/report/metrics.json",
-        fractions=f"{RUN}/report/fraction_curves.csv",
-        losses=f"{RUN}/report/loss_curves.csv",
-        html=report(f"{RUN}/report/results.html", caption="../report/results.rst", category="Results",
+        md=RUN.report / "results.md",
+        json=RUN.report / "results.json",
+        metrics=RUN.report / "metrics.json",
+        fractions=RUN.report / "fraction_curves.csv",
+        losses=RUN.report / "loss_curves.csv",
+        html=report(RUN.report / "results.html", caption="../report/results.rst", category="Results",
                     labels={"result": "results table"}),
-        fraction_png=report(f"{RUN}/report/figures/fraction_curves.png", caption="../report/fraction_curves.rst",
+        fraction_png=report(RUN.report / "figures/fraction_curves.png", caption="../report/fraction_curves.rst",
                             category="Results", labels={"result": "metric vs. training-data fraction"}),
-        loss_png=report(f"{RUN}/report/figures/loss_curves.png", caption="../report/loss_curves.rst",
+        loss_png=report(RUN.report / "figures/loss_curves.png", caption="../report/loss_curves.rst",
                         category="Pre-training", labels={"result": "pre-training loss curves"}),
         # the heat maps (how many depends on the data) in one page; a directory output would get a
         # .snakemake_timestamp file that `dvc plots show` of report/figures cannot read
-        heatmaps=report(f"{RUN}/report/heatmaps.html", caption="../report/heatmaps.rst", category="Results",
+        heatmaps=report(RUN.report / "heatmaps.html", caption="../report/heatmaps.rst", category="Results",
                         labels={"result": "grounding heat maps"}),
-        benchmarks=report(f"{RUN}/report/benchmarks.html", caption="../report/benchmarks.rst",
+        benchmarks=report(RUN.report / "benchmarks.html", caption="../report/benchmarks.rst",
                           category="Runtime and memory", labels={"result": "runtime and memory per job"}),
     log:
-        f"{LOGS}/report.log",
+        RUN.log("report"),
     params:
         cfg=section_json("experiment", "downstream", rows=True),
         out_dir=lambda wildcards, output: os.path.dirname(output.md),

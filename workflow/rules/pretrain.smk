@@ -10,17 +10,17 @@ rule pretrain:
     wildcard_constraints:
         objective=TRAINED_ROWS,
     input:
-        manifest=f"{RUN}/manifest.csv",
-        sentences=f"{RUN}/sentences.jsonl",
-        qc=f"{RUN}/qc.csv",
+        manifest=RUN.manifest,
+        sentences=RUN.sentences,
+        qc=RUN.qc,
         init=pretrain_init,
     output:
-        encoder=f"{RUN}/pretrain/{{objective}}/encoder.pt",
-        metrics=f"{RUN}/pretrain/{{objective}}/metrics.json",
+        encoder=RUN.encoder("{objective}"),
+        metrics=RUN.pretrain_metrics("{objective}"),
     log:
-        f"{LOGS}/pretrain/{{objective}}.log",
+        RUN.log("pretrain", "{objective}"),
     benchmark:
-        f"{RUN}/benchmarks/pretrain/{{objective}}.tsv"
+        RUN.benchmark("pretrain", "{objective}")
     params:
         cfg=pretrain_json,
         out_dir=pretrain_dir,

@@ -8,17 +8,17 @@ report: "../report/workflow.rst"
 
 rule montage:
     input:
-        manifest=f"{RUN}/manifest.csv",
-        sentences=f"{RUN}/sentences.jsonl",
-        qc=f"{RUN}/qc.csv",
+        manifest=RUN.manifest,
+        sentences=RUN.sentences,
+        qc=RUN.qc,
     output:
-        png=report(f"{RUN}/figures/montage.png", caption="../report/montage.rst", category="Data",
+        png=report(RUN.montage, caption="../report/montage.rst", category="Data",
                    labels={"result": "montage of cases"}),
     log:
-        f"{LOGS}/montage.log",
+        RUN.log("montage"),
     params:
         cfg=section_json("show"),
-        preprocessed=f"{RUN}/preprocessed",
+        preprocessed=os.fspath(RUN.preprocessed),
     conda:
         "../../environment.yml"
     shell:

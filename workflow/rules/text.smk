@@ -3,12 +3,12 @@
 
 rule sentences:
     input:
-        manifest=f"{RUN}/manifest.csv",
+        manifest=RUN.manifest,
     output:
-        sentences=f"{RUN}/sentences.jsonl",
-        quarantine=f"{RUN}/sentences_quarantine.csv",
+        sentences=RUN.sentences,
+        quarantine=RUN.sentences_quarantine,
     log:
-        f"{LOGS}/sentences.log",
+        RUN.log("sentences"),
     params:
         cfg=section_json("sentences"),
     conda:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from simcrop.data.labels import CTRATE_LABELS
 from simcrop.io import atomic_path, write_json_atomic, write_jsonl_atomic
+from simcrop.layout import synthetic_marker
 
 from .findings import plant, draw_findings
 from .layout import ScanPlan, metadata_row, plan_corpus, volume_path, write_tables
@@ -62,7 +63,7 @@ def generate_corpus(root: Path, cfg, progress: bool = True) -> dict:
     counts.update(patients={sp: len({s.patient for s in scans if s.split == sp}) for sp in ("train", "valid")},
                   scans=len(scans), volumes=n_volumes, lesions_per_scan_total=n_lesions,
                   normal_scans=sum(not results[s.index]["lesion_lines"][0]["lesions"] for s in scans))
-    write_json_atomic(root / "synthetic" / "corpus.json", {
+    write_json_atomic(synthetic_marker(root), {
         "version": VERSION, "seed": cfg.seed, "preset": cfg.preset, "counts": counts,
         "organ_labels": ORGAN_LABELS, "layout": "CT-RATE v2 (train_fixed/valid_fixed)"})
     seconds = time.perf_counter() - t0

@@ -1,7 +1,6 @@
 import json
 import logging
 import math
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

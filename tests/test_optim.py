@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from simcrop.train.optim import build_optimizer, build_scheduler, clip_gradients, lr_at, param_groups
+from simcrop.optim import build_optimizer, build_scheduler, clip_gradients, lr_at, param_groups
 from train_helpers import TinyMAE
 
 

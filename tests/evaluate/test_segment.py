@@ -13,7 +13,7 @@ import torch
 
 from simcrop.config import from_dict
 from simcrop.data.manifest import empty_row, write_manifest
-from simcrop.train.segment import (crop_sampler, evaluate_segmentation, mask_kind, remap_labels, segment_dice,
+from simcrop.evaluate.segment import (crop_sampler, evaluate_segmentation, mask_kind, remap_labels, segment_dice,
                                     segmentation_cases)
 
 TINY = {"embed_dim": 48, "depth": 2, "num_heads": 3}
@@ -118,14 +118,14 @@ def test_a_class_absent_from_every_ground_truth_has_no_dice(tmp_path):
     run = write_sphere_run(tmp_path / "run", n_patients=3)
     cases = segmentation_cases(run, ["p0", "p1"], "organ", ["right_lung", "heart"])   # no heart anywhere
     result = segment_dice(_Threshold(), cases, overlap=0.0)
-    assert result["dice"]["heart"] is None                                           # not MONAI's reduced 0.0
+    assert np.isnan(result["dice"]["heart"])                             # no score (null in JSON), not MONAI's 0.0
     assert result["dice"]["right_lung"] > 0.5
     assert result["mean_dice"] == pytest.approx(result["dice"]["right_lung"])
 
 
 def test_segment_official_vit_switch_reaches_the_unetr(tmp_path, monkeypatch):
     """`segment.official_vit: true` builds every UNETR with the official (no-CLS, 2d_legacy) encoder path."""
-    import simcrop.train.segment as segment_mod
+    import simcrop.evaluate.segment as segment_mod
     run = write_sphere_run(tmp_path / "run")
     built = []
 

@@ -14,10 +14,13 @@ import torch
 from simcrop.config import from_dict
 from simcrop.data.manifest import empty_row, write_manifest
 from simcrop.model.vit3d import build_vit
-from simcrop.train import probe
+from simcrop.data.splits import nested_fractions, split_ids
+from simcrop.evaluate import probe_features
+from simcrop.evaluate.metrics import auroc_per_class
+from simcrop.evaluate.metrics import bootstrap_statistic as main_statistic
+from simcrop.evaluate.probe import evaluate_probe, probe_metrics, train_probe
+from simcrop.evaluate.probe_features import build_encoder, extract_features, pooled_features, tiled_features
 from simcrop.evaluate.tiling import tiling
-from simcrop.train.probe import (evaluate_probe, extract_features, main_statistic, nested_fractions, probe_metrics,
-                                 split_ids, tiled_features, train_probe)
 
 TINY = {"embed_dim": 48, "depth": 2, "num_heads": 3}
 MODEL = {"model": {"img_size": [32, 32, 16], "patch_size": [16, 16, 8]}}
@@ -133,7 +136,7 @@ def test_planted_signal_random_init_and_loaded_encoder(blob_run, tmp_path, monke
     caches = sorted((tmp_path / "features").glob("*.pt"))
     assert [c.name.split("-")[0] for c in caches] == ["mae", "random"]
     assert all(c.name.endswith("-tiles.pt") for c in caches)            # the view is part of the key
-    monkeypatch.setattr(probe, "patch_tokens", lambda *a: pytest.fail("features recomputed"))
+    monkeypatch.setattr(probe_features, "patch_tokens", lambda *a: pytest.fail("features recomputed"))
     again = evaluate_probe(cfg, tmp_path / "mae" / "encoder.pt", blob_run, tmp_path / "mae2.json",
                            fractions=(1.0,), vit_overrides=TINY, protocol="val_is_test", progress=False)
     assert again["fractions"] == first["fractions"]
@@ -143,7 +146,7 @@ def test_shuffled_labels_stay_near_chance(blob_run):
     cfg = from_dict(MODEL)
     manifest = pd.read_csv(blob_run / "manifest.csv", dtype=str, keep_default_na=False)
     labels = {v: json.loads(s)["Blob"] for v, s in zip(manifest["volume_id"], manifest["labels"])}
-    vit = probe.build_encoder(cfg.model, vit_overrides=TINY)
+    vit = build_encoder(cfg.model, vit_overrides=TINY)
     ids, feats = extract_features(vit, {v: blob_run / "preprocessed" / "volumes" / f"{v}.nii.gz" for v in labels},
                                   progress=False)
     y = torch.tensor([[float(labels[v])] for v in ids])
@@ -182,8 +185,8 @@ def test_auroc_matches_sklearn_with_ties():
     scores = np.round(rng.normal(size=(50, 3)), 1)                   # rounding makes ties
     targets = (rng.random((50, 3)) < 0.3).astype(float)
     targets[:, 2] = 0
-    got = probe.auroc_per_class(scores, targets)
-    assert got[2] is None
+    got = auroc_per_class(scores, targets)
+    assert np.isnan(got[2])                                            # undefined: NaN, null in JSON
     for k in range(2):
         assert got[k] == pytest.approx(roc_auc_score(targets[:, k], scores[:, k]), abs=1e-12)
 
@@ -208,7 +211,7 @@ def test_one_unpadded_tile_is_the_mean_of_its_tokens():
     torch.manual_seed(0)
     vit = build_vit(TINY, img_size=(32, 32, 16), patch_size=(16, 16, 8)).eval()
     image = _volume((32, 32, 16))
-    assert torch.allclose(tiled_features(vit, image), probe.pooled_features(vit, image[None, None])[0], atol=1e-5)
+    assert torch.allclose(tiled_features(vit, image), pooled_features(vit, image[None, None])[0], atol=1e-5)
 
 
 def test_a_corner_lesion_moves_the_tiled_feature_not_the_centre_crop(tmp_path):
@@ -246,5 +249,5 @@ def test_resampled_mean_auroc_matches_auroc_per_class_with_ties_and_repeats():
     labels[:, 2] = 0                                                   # unscored class
     stat = main_statistic("multilabel", labels, probs)
     for idx in (np.arange(40), np.sort(rng.integers(0, 40, 40))):
-        want = np.mean([a for a in probe.auroc_per_class(probs[idx], labels[idx]) if a is not None])
+        want = np.mean([a for a in auroc_per_class(probs[idx], labels[idx]) if not np.isnan(a)])
         assert stat(idx) == pytest.approx(want, abs=1e-12)

@@ -16,8 +16,10 @@ linear warmup + cosine per step. Validation every `eval_every` steps and at the 
 inference (window = crop, overlap 0.5, air outside the volume); the best-val weights are tested.
 Dice per foreground class (`DiceMetric(include_background=False)`), per volume, averaged over volumes
 where the class is present in the ground truth (MONAI's ignore_empty); `mean_dice` averages the classes.
-Splits and the `val_is_test` option as in `simcrop.train.probe.split_ids`; data fractions are nested
-patient-level subsets of the training volumes (`nested_fractions`, by class presence).
+Volumes: `simcrop.data.selection` (manifest ∩ QC ∩ volume and mask files). Splits and the `val_is_test`
+option: `simcrop.data.splits.split_ids`; data fractions are nested patient-level subsets of the training
+volumes (`nested_fractions`, by class presence). Dice: `simcrop.evaluate.metrics.DiceAccumulator` (a class
+without any score is NaN in memory, null in the JSON).
 """
 from __future__ import annotations
 
@@ -28,23 +30,23 @@ from typing import Sequence
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import torch
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
-from monai.metrics import DiceMetric
-from monai.networks.utils import one_hot
 from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd
 from tqdm import tqdm
 
-from simcrop.data.datasets import load_volume
+from simcrop import layout
 from simcrop.data.downstream_labels import BTCV_ORGANS, LUNA16_ORGANS
-from simcrop.data.manifest import read_manifest
+from simcrop.data.selection import usable_volumes
+from simcrop.data.splits import nested_fractions, split_ids
 from simcrop.data.transforms import AIR, sample_seed
+from simcrop.data.volume_io import DEFAULT_HU_WINDOW, hu_scale, read_preprocessed
+from simcrop.evaluate.metrics import MEAN_DICE, DiceAccumulator, json_safe
+from simcrop.evaluate.probe_features import build_encoder
 from simcrop.io import write_json_atomic
 from simcrop.model.unetr import UNETR
-from simcrop.train.optim import build_optimizer, build_scheduler, clip_gradients
-from simcrop.train.probe import build_encoder, nested_fractions, split_ids
+from simcrop.optim import build_optimizer, build_scheduler, clip_gradients
 
 log = logging.getLogger(__name__)
 ORGAN_LABELS = {"right_lung": 1, "left_lung": 2, "airway": 3, "heart": 4, "aorta": 5, "bone": 6}
@@ -84,11 +86,16 @@ class SegmentationCases:
     2.3 MB per demo volume; turn it off for large sets).
 
     case(i) -> {"id", "image": (1, X, Y, Z) float32 scaled HU in [-1, 1], "label": (1, X, Y, Z) int64}.
+    The image is the stored HU clipped to `hu_window`, kept as int16 and scaled on the way out by
+    (HU - centre) / half-width: a division, as this module always did (the dataset multiplies by the
+    reciprocal, which differs in the last bit for about half of the HU values; switching would change
+    fine-tuning results).
     """
 
     def __init__(self, items: Sequence[tuple[str, str, str]], label_map: str, classes: Sequence[str],
-                 in_memory: bool = True, cache: dict | None = None):
+                 in_memory: bool = True, cache: dict | None = None, hu_window: Sequence[float] = DEFAULT_HU_WINDOW):
         self.items, self.label_map, self.classes = list(items), label_map, list(classes)
+        self.hu_window = tuple(float(v) for v in hu_window)
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         if in_memory:
             self._cache = {} if cache is None else cache
@@ -97,7 +104,7 @@ class SegmentationCases:
         """The cases named in ids, sharing this one's memory cache."""
         by_id = {item[0]: item for item in self.items}
         return SegmentationCases([by_id[v] for v in ids], self.label_map, self.classes,
-                                 self._cache is not None, self._cache)
+                                 self._cache is not None, self._cache, self.hu_window)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -108,16 +115,18 @@ class SegmentationCases:
 
     def case(self, i: int) -> dict:
         vid, image_path, label_path = self.items[i]
+        lo, hi, centre, half = hu_scale(self.hu_window)
         if self._cache is not None and vid in self._cache:
             image, label = self._cache[vid]
         else:
-            image, label = (load_volume(image_path) * 1000).round().to(torch.int16), self._label(i)
+            hu = np.clip(read_preprocessed(image_path), lo, hi)
+            image, label = torch.from_numpy(np.rint(hu).astype(np.int16))[None], self._label(i)
             if label.shape != image.shape:
                 raise ValueError(f"{label_path}: label shape {tuple(label.shape[1:])} != image shape "
                                  f"{tuple(image.shape[1:])}")
             if self._cache is not None:
                 self._cache[vid] = (image, label)
-        return {"id": vid, "image": image.float() / 1000.0, "label": label.long()}
+        return {"id": vid, "image": (image.float() - centre) / half, "label": label.long()}
 
     def presence(self) -> np.ndarray:
         """(N, K) 0/1: which foreground classes each case contains (reads the label maps only)."""
@@ -141,23 +150,17 @@ def _plain(x) -> torch.Tensor:
 @torch.no_grad()
 def segment_dice(model: UNETR, cases: SegmentationCases, overlap: float = 0.5, sw_batch_size: int = 2,
                  progress: bool = False) -> dict:
-    """Sliding-window Dice per foreground class -> {"mean_dice", "dice": {class: float | None}, "n_volumes"}."""
+    """Sliding-window Dice per foreground class -> {"mean_dice", "dice": {class: float (NaN: never present)},
+    "n_volumes"}."""
     model.eval()
-    n_classes = len(cases.classes) + 1
-    # get_not_nans: a class absent from every ground truth is "no score" (None), not MONAI's reduced 0.0
-    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True, get_not_nans=True)
+    dice = DiceAccumulator(cases.classes)
     device = next(model.parameters()).device
     for i in tqdm(range(len(cases)), desc="segment eval", disable=not progress):
         case = cases.case(i)
         logits = sliding_window_inference(case["image"][None].to(device), model.img_size, sw_batch_size, model,
                                           overlap=overlap, cval=AIR)
-        pred = one_hot(logits.argmax(1, keepdim=True), n_classes)
-        metric(y_pred=pred.cpu(), y=one_hot(case["label"][None], n_classes))
-    per, scored_volumes = metric.aggregate() if len(cases) else (torch.zeros(n_classes - 1),) * 2
-    dice = {name: (float(v) if n > 0 else None)
-            for name, v, n in zip(cases.classes, per.tolist(), scored_volumes.tolist())}
-    scored = [v for v in dice.values() if v is not None]
-    return {"mean_dice": float(np.mean(scored)) if scored else None, "dice": dice, "n_volumes": len(cases)}
+        dice.add(logits.argmax(1, keepdim=True).cpu(), case["label"][None])
+    return {**dice.result(), "n_volumes": len(cases)}
 
 
 def train_segmentation(model: UNETR, train: SegmentationCases, val: SegmentationCases, steps: int = 500,
@@ -197,11 +200,11 @@ def train_segmentation(model: UNETR, train: SegmentationCases, val: Segmentation
         running.append(loss.item())
         bar.set_postfix(loss=f"{running[-1]:.3f}")
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            dice = segment_dice(model, val, overlap)["mean_dice"]      # None: no class present in val
+            dice = segment_dice(model, val, overlap)[MEAN_DICE]        # NaN: no class present in val
             history.append((step + 1, dice, float(np.mean(running))))
             log.info("segment step %d: train loss %.4f, val mean Dice %s", step + 1, np.mean(running), dice)
             running = []
-            score = -math.inf if dice is None else dice
+            score = -math.inf if dice is None or math.isnan(dice) else dice
             if score > best or best_state is None:
                 best, best_step = score, step + 1
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -210,11 +213,10 @@ def train_segmentation(model: UNETR, train: SegmentationCases, val: Segmentation
 
 
 def segmentation_cases(run_dir, ids: Sequence[str], label_map: str, classes: Sequence[str],
-                       in_memory: bool = True) -> SegmentationCases:
-    pre = Path(run_dir) / "preprocessed"
-    items = [(v, str(pre / "volumes" / f"{v}.nii.gz"), str(pre / "masks" / f"{v}.{mask_kind(label_map)}.nii.gz"))
-             for v in ids]
-    return SegmentationCases(items, label_map, classes, in_memory)
+                       in_memory: bool = True, hu_window: Sequence[float] = DEFAULT_HU_WINDOW) -> SegmentationCases:
+    pre = layout.DataDir(run_dir).preprocessed
+    items = [(v, str(pre.volume(v)), str(pre.mask(v, mask_kind(label_map)))) for v in ids]
+    return SegmentationCases(items, label_map, classes, in_memory, hu_window=hu_window)
 
 
 def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, label_map: str = "organ",
@@ -235,16 +237,12 @@ def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, label_map: str =
         official_vit = bool(getattr(getattr(cfg, "segment", None), "official_vit", False))
     run_dir, out_json = Path(run_dir), Path(out_json)
     classes = list(classes or DEFAULT_CLASSES[label_map])
-    manifest = read_manifest(run_dir / "manifest.csv")
-    ok = set(pd.read_csv(run_dir / "qc.csv", usecols=["volume_id"], dtype=str)["volume_id"])
-    pre = run_dir / "preprocessed"
-    has = manifest["volume_id"].map(lambda v: (pre / "volumes" / f"{v}.nii.gz").exists()
-                                    and (pre / "masks" / f"{v}.{mask_kind(label_map)}.nii.gz").exists())
-    manifest = manifest[manifest["volume_id"].isin(ok) & has]
+    manifest = usable_volumes(run_dir, mask=mask_kind(label_map)).frame
     splits = split_ids(manifest, protocol, cfg.data.val_fraction, cfg.data.split_seed)
     if max_eval_volumes is not None:
         splits.update({s: splits[s][:max_eval_volumes] for s in ("val", "test")})
-    cases = {s: segmentation_cases(run_dir, splits[s], label_map, classes, in_memory) for s in splits}
+    cases = {s: segmentation_cases(run_dir, splits[s], label_map, classes, in_memory, cfg.preprocess.hu_window)
+             for s in splits}
     patients = dict(zip(manifest["volume_id"], manifest["patient_id"]))
     subsets = nested_fractions(splits["train"], [patients[v] for v in splits["train"]], fractions, seed,
                                cases["train"].presence())
@@ -261,12 +259,12 @@ def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, label_map: str =
                                    "best_step": info["best_step"], "val_mean_dice": info["val_mean_dice"],
                                    "history": info["history"], "test": test}
         log.info("segment %g%%: n_train %d, val mean Dice %s, test mean Dice %s", 100 * f, len(subset),
-                 info["val_mean_dice"], test["mean_dice"])
+                 info["val_mean_dice"], test[MEAN_DICE])
     metrics = {"label_map": label_map, "classes": classes, "protocol": protocol,
                "encoder": str(encoder_path) if encoder_path else "random", "crop": list(crop), "steps": steps,
                "lr": lr, "batch_size": batch_size, "samples_per_volume": samples_per_volume,
                "feature_size": feature_size, "overlap": overlap, "seed": seed, "official_vit": official_vit,
                "n": {s: len(splits[s]) for s in splits},
                "fractions": results}
-    write_json_atomic(out_json, metrics)
+    write_json_atomic(out_json, json_safe(metrics))
     return metrics
