@@ -244,9 +244,8 @@ def cmd_probe(args) -> int:
     fractions = [] if args.features_only else _fractions(args, pc.fractions)
     name = layout.FEATURES if args.features_only else (layout.percent(args.fraction) if args.fraction else "all")
     out = Path(args.out or layout.run_of(cfg).evaluation(_row_name(args), "probe", args.dataset, name))
-    metrics = evaluate_probe(cfg, _encoder(cfg, args), data, out, fractions=fractions, protocol=pc.protocol,
-                             steps=pc.steps, batch_size=pc.batch_size, lr=pc.lr, seed=pc.seed,
-                             progress=not args.quiet, **targets.probe_settings(cfg, args.dataset))
+    metrics = evaluate_probe(cfg, _encoder(cfg, args), data, out, fractions=fractions, progress=not args.quiet,
+                             **targets.probe_settings(cfg, args.dataset))
     log.info("probe %s on %s → %s: %s", args.objective, args.dataset, out,
              {f: r["test"] for f, r in metrics["fractions"].items()} or f"{metrics['n']} volumes' features")
     return 0
@@ -261,12 +260,8 @@ def cmd_segment(args) -> int:
     data = Path(args.data_dir or layout.data_dir(cfg, args.dataset))
     name = layout.percent(args.fraction) if args.fraction else "all"
     out = Path(args.out or layout.run_of(cfg).evaluation(_row_name(args), "segment", args.dataset, name))
-    metrics = evaluate_segmentation(
-        cfg, _encoder(cfg, args), data, out, fractions=_fractions(args, sc.fractions), steps=sc.steps,
-        crop=sc.crop, protocol=sc.protocol, batch_size=sc.batch_size, samples_per_volume=sc.samples_per_volume,
-        lr=sc.lr, eval_every=sc.eval_every, feature_size=sc.feature_size, overlap=sc.overlap, seed=sc.seed,
-        max_eval_volumes=sc.max_eval_volumes or None, progress=not args.quiet,
-        **targets.segment_settings(cfg, args.dataset))
+    metrics = evaluate_segmentation(cfg, _encoder(cfg, args), data, out, fractions=_fractions(args, sc.fractions),
+                                    progress=not args.quiet, **targets.segment_settings(cfg, args.dataset))
     log.info("segmentation %s on %s → %s: %s", args.objective, args.dataset, out,
              {f: r["test"]["mean_dice"] for f, r in metrics["fractions"].items()})
     return 0

@@ -37,6 +37,8 @@ objective's file, so `simcrop report` pairs the resamples for differences (SimCr
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import math
@@ -169,18 +171,20 @@ def label_table(manifest: pd.DataFrame, ids: Sequence[str], label_names: Sequenc
     return names, np.array([[float(d[n]) for n in names] for d in dicts], dtype=np.float32)
 
 
-def evaluate_probe(cfg, encoder_path, run_dir, out_json, fractions=(0.01, 0.1, 1.0), label_names=None,
-                   task: str = "multilabel", protocol: str = "holdout", crop: Sequence[int] | None = None,
-                   steps: int = 1000, batch_size: int = 32, lr: float = 1.5e-3, seed: int = 0,
-                   cache_dir=None, vit_overrides: dict | None = None, progress: bool = True,
-                   view: str | None = None, n_boot: int = N_BOOT) -> dict:
+def evaluate_probe(cfg, encoder_path, run_dir, out_json, *, label_names=None, task: str = "multilabel",
+                   crop: Sequence[int] | None = None, cache_dir=None, vit_overrides: dict | None = None,
+                   progress: bool = True, n_boot: int = N_BOOT, **overrides) -> dict:
     """Linear probe of one encoder at each data fraction -> metrics JSON at out_json (atomic); returns it.
 
-    Reads <run_dir>/manifest.csv, qc.csv and preprocessed/volumes/. encoder_path None = random init.
-    view: "tiles" | "center" (None: cfg.probe.view). Features are cached under cache_dir (default
+    The settings are `cfg.probe` (fractions, protocol, steps, batch_size, lr, seed, view); `overrides`
+    replace single fields of it (`fractions=(1.0,)`, `steps=50`). Reads <run_dir>/manifest.csv, qc.csv and
+    preprocessed/volumes/. encoder_path None = random init. label_names/task: the dataset's
+    (`simcrop.evaluate.targets.probe_settings`). Features are cached under cache_dir (default
     <out_json dir>/features/<encoder tag>-<view>.pt).
     """
-    view = view or getattr(getattr(cfg, "probe", None), "view", "tiles")
+    pc = dataclasses.replace(cfg.probe, **overrides)
+    fractions, protocol, steps, batch_size, lr, seed, view = (pc.fractions, pc.protocol, pc.steps, pc.batch_size,
+                                                               pc.lr, pc.seed, pc.view)
     run_dir, out_json = Path(run_dir), Path(out_json)
     usable = usable_volumes(run_dir)
     manifest = usable.frame

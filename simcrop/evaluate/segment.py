@@ -23,6 +23,8 @@ without any score is NaN in memory, null in the JSON).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 from pathlib import Path
@@ -219,22 +221,22 @@ def segmentation_cases(run_dir, ids: Sequence[str], label_map: str, classes: Seq
     return SegmentationCases(items, label_map, classes, in_memory, hu_window=hu_window)
 
 
-def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, label_map: str = "organ",
-                          classes: Sequence[str] | None = None, fractions=(0.1, 1.0), steps: int = 500,
-                          crop: Sequence[int] = (96, 96, 48), protocol: str = "holdout", batch_size: int = 2,
-                          samples_per_volume: int = 2, lr: float = 1e-4, eval_every: int = 100,
-                          feature_size: int = 16, overlap: float = 0.5, seed: int = 0,
-                          vit_overrides: dict | None = None,
-                          in_memory: bool = True, max_eval_volumes: int | None = None, progress: bool = True,
-                          official_vit: bool | None = None) -> dict:
+def evaluate_segmentation(cfg, encoder_path, run_dir, out_json, *, label_map: str = "organ",
+                          classes: Sequence[str] | None = None, vit_overrides: dict | None = None,
+                          in_memory: bool = True, progress: bool = True, **overrides) -> dict:
     """Fine-tune UNETR from `encoder_path` (None: random init) per data fraction; test Dice -> out_json.
 
-    max_eval_volumes caps the val and test volumes (first N of each split; CPU demos only: a 96 x 96 x 48
-    window takes ~2 s on two CPU cores). The JSON's "n" gives the counts used. official_vit (default
-    `cfg.segment.official_vit`) runs the encoder as the official UNETR's ViT (see simcrop.model.unetr).
+    The settings are `cfg.segment`; `overrides` replace single fields of it (`steps=40`, `crop=(32, 32, 16)`).
+    label_map/classes: the dataset's (`simcrop.evaluate.targets.segment_settings`). segment.max_eval_volumes
+    caps the val and test volumes (first N of each split; CPU demos only: a 96 x 96 x 48 window takes ~2 s
+    on two CPU cores). The JSON's "n" gives the counts used. segment.official_vit runs the encoder as the
+    official UNETR's ViT (see simcrop.model.unetr).
     """
-    if official_vit is None:
-        official_vit = bool(getattr(getattr(cfg, "segment", None), "official_vit", False))
+    sc = dataclasses.replace(cfg.segment, **overrides)
+    fractions, steps, crop, protocol, batch_size = sc.fractions, sc.steps, sc.crop, sc.protocol, sc.batch_size
+    samples_per_volume, lr, eval_every, feature_size = sc.samples_per_volume, sc.lr, sc.eval_every, sc.feature_size
+    overlap, seed, official_vit = sc.overlap, sc.seed, bool(sc.official_vit)
+    max_eval_volumes = sc.max_eval_volumes or None
     run_dir, out_json = Path(run_dir), Path(out_json)
     classes = list(classes or DEFAULT_CLASSES[label_map])
     manifest = usable_volumes(run_dir, mask=mask_kind(label_map)).frame
