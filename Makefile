@@ -8,7 +8,7 @@ CORES   ?= 2
 PINS    := torch==2.13.0 triton==3.7.1
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test bench lint repro clean venv mechanism mechanism-ablations
+.PHONY: demo test bench lint repro clean venv mechanism mechanism-ablations gpu-check
 
 venv: $(STAMP)
 
@@ -41,6 +41,7 @@ test: $(STAMP)
 # Measurements, not tests: each prints ratios against a baseline run in the same process.
 bench: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/preprocess.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/loader.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/dag.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/train.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m simcrop_kernels.bench
@@ -54,3 +55,8 @@ repro: $(STAMP)
 
 clean:
 	rm -rf results .snakemake
+
+# One-shot GPU check (<= 8 min on one GPU): kernel tests on CUDA, kernel bench, ViT-B step, loader vs step.
+# No venv prerequisite: uses .venv/bin/python when present, else python3 (e.g. a conda CUDA env).
+gpu-check:
+	benchmarks/gpu_check.sh --out results/gpu_check/summary

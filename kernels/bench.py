@@ -13,13 +13,16 @@ name and clocks from nvidia-smi.  Roofs: nominal dense bf16 and HBM figures for 
 measured cuBLAS GEMM of the same shape and a measured device copy.
 CPU: reference vs chunked forward time and peak resident memory (VmHWM, reset through
 /proc/self/clear_refs before each run) at a retrieval shape (score only, as retrieval uses it).
+--json OUT also writes every row as JSON (benchmarks/gpu_check.sh reads it).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import torch
 
@@ -108,8 +111,11 @@ def _traffic(Ns, V, N, D, mode, k, dtype):
     return flops, fwd_bytes, bwd_bytes
 
 
-def bench_gpu(shapes, ks, dtype) -> None:
-    print(_gpu_info())
+def bench_gpu(shapes, ks, dtype) -> dict:
+    """Print the table; return {"device", "dtype", "rows": [...], "roofs": [...]} for --json."""
+    info = _gpu_info()
+    rows, roofs = [], []
+    print(info)
     print(f"dtype {dtype}, torch {torch.__version__}, timings: triton.testing.do_bench median (ms)")
     head = (f"{'shape (Ns×V×N×D, mode)':30} {'K':>3} {'pass':8} {'naive ms':>9} {'triton ms':>9} {'speedup':>7} "
             f"{'TFLOP/s':>8} {'GB/s':>7} {'roof %':>6} {'naive MB':>9} {'triton MB':>9} {'mem ratio':>9}")
@@ -125,11 +131,19 @@ def bench_gpu(shapes, ks, dtype) -> None:
                 for name, nbytes, nflops in (("fwd", fb, flops), ("fwd+bwd", bb, flops)):
                     (t0, m0), (t1, m1) = naive[name], fast[name]
                     roof = max(nflops / peak_flops, nbytes / peak_bw) / (t1 * 1e-3)
+                    rows.append({"shape": [Ns, V, N, D], "mode": mode, "k": k, "pass": name, "naive_ms": t0,
+                                 "triton_ms": t1, "speedup": t0 / t1, "tflops": nflops / t1 / 1e9,
+                                 "gbps": nbytes / t1 / 1e6, "roof_fraction": roof, "naive_peak_mb": m0 / 2**20,
+                                 "triton_peak_mb": m1 / 2**20, "memory_ratio": m0 / max(m1, 1)})
                     print(f"{f'{Ns}×{V}×{N}×{D} {mode}':30} {k:>3} {name:8} {t0:9.3f} {t1:9.3f} {t0 / t1:6.1f}× "
                           f"{nflops / t1 / 1e9:8.1f} {nbytes / t1 / 1e6:7.0f} {100 * roof:5.0f}% "
                           f"{m0 / 2**20:9.1f} {m1 / 2**20:9.1f} {m0 / max(m1, 1):8.1f}×")
             print(f"  roofs ({how}): {peak_flops / 1e12:.0f} TFLOP/s, {peak_bw / 1e9:.0f} GB/s")
+            roofs.append({"shape": [Ns, V, N, D], "mode": mode, "tflops": peak_flops / 1e12,
+                          "gbps": peak_bw / 1e9, "how": how})
     print("goals: speedup fwd+bwd >= 5×, roof >= 60 %, memory ratio >= 10×")
+    return {"device": "cuda", "info": info, "dtype": str(dtype).removeprefix("torch."),
+            "torch": torch.__version__, "rows": rows, "roofs": roofs}
 
 
 def _vm_hwm_kb() -> int:
@@ -150,8 +164,10 @@ def _peak_rss_mb(fn) -> float:
     return (_vm_hwm_kb() - before) / 1024
 
 
-def bench_cpu(retrieval: str, ks, dtype, reps: int) -> None:
+def bench_cpu(retrieval: str, ks, dtype, reps: int) -> dict:
+    """Print the table; return {"device", "dtype", "rows": [...]} for --json."""
     Ns, V, N, D = (int(x) for x in retrieval.split("x"))
+    rows = []
     print(f"CPU ({torch.get_num_threads()} threads), torch {torch.__version__}, dtype {dtype}; retrieval shape "
           f"{Ns} sentences × {V} volumes × {N} patches × D {D}, mode 'all', score only, no grad")
     head = f"{'K':>3} {'backend':10} {'median ms':>10} {'peak RSS MB':>12} {'sims+keys MB (plain)':>21}"
@@ -177,6 +193,11 @@ def bench_cpu(retrieval: str, ks, dtype, reps: int) -> None:
         same = torch.equal(topk_similarity(S, P, k, mode="all", backend="reference", return_pooled=False).indices,
                            topk_similarity(S, P, k, mode="all", backend="chunked", return_pooled=False).indices)
         print(f"    identical indices: {same}")
+        rows.append({"shape": [Ns, V, N, D], "mode": "all", "k": k, "pass": "fwd", "reference_ms": t0,
+                     "chunked_ms": t1, "speedup": t0 / t1, "reference_peak_mb": m0, "chunked_peak_mb": m1,
+                     "memory_ratio": m0 / max(m1, 1e-9), "identical_indices": same})
+    return {"device": "cpu", "info": f"CPU, {torch.get_num_threads()} threads",
+            "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__, "rows": rows}
 
 
 def main(argv=None) -> None:
@@ -187,6 +208,7 @@ def main(argv=None) -> None:
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--retrieval", default="128x64x2744x768", help="NsxVxNxD for the CPU comparison")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions on CPU")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON to this file")
     a = p.parse_args(argv)
     ks = [int(k) for k in a.ks.split(",")]
     if a.device == "cuda":
@@ -196,9 +218,12 @@ def main(argv=None) -> None:
         unknown = set(shapes) - set(SHAPES)
         if unknown:
             raise SystemExit(f"unknown shapes {sorted(unknown)}; choose from {sorted(SHAPES)}")
-        bench_gpu(shapes, ks, DTYPES[a.dtype or "bf16"])
+        result = bench_gpu(shapes, ks, DTYPES[a.dtype or "bf16"])
     else:
-        bench_cpu(a.retrieval, ks, DTYPES[a.dtype or "fp32"], a.reps)
+        result = bench_cpu(a.retrieval, ks, DTYPES[a.dtype or "fp32"], a.reps)
+    if a.json is not None:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -149,6 +149,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_export_volume(args) -> int:
+    from simcrop.data.volume_io import export_nifti
+
+    try:
+        out = export_nifti(Path(args.volume), Path(args.out))
+    except ValueError as err:                 # not a preprocessed file, unreadable, not RAS: one line
+        log.error("%s", err)
+        return 1
+    log.info("%s written as NIfTI (its affine, RAS) to %s", args.volume, out)
+    return 0
+
+
 def _evaluate(task: str, args) -> int:
     from simcrop.evaluate.run import run_task
 
@@ -314,8 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("preprocess", cmd_preprocess, "preprocess one shard of the manifest (RAS, spacing, HU window, int16)",
             "Reorient to RAS, resample to preprocess.spacing, clip to preprocess.hu_window and write int16 "
-            "NIfTI + a QC record per volume for manifest rows [shard*shard_size, (shard+1)*shard_size). Bad "
-            "volumes are quarantined with the reason; the shard goes on.")
+            "(preprocess.format: the .b2nd training cache, or NIfTI) + a QC record per volume for manifest "
+            "rows [shard*shard_size, (shard+1)*shard_size). Bad volumes are quarantined with the reason; the shard goes on.")
     p.add_argument("--shard", type=int, required=True, help="shard index (0-based)")
     p.add_argument("--manifest", help="manifest CSV (default: <run_dir>/manifest.csv)")
     p.add_argument("--out-dir", help="output folder (default: <run_dir>/preprocessed)")
@@ -351,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "write {'model': encoder state_dict} loadable by the official SimCroP code")
     p.add_argument("checkpoint", help="a pre-training checkpoint (e.g. .../checkpoints/last.pt)")
     p.add_argument("out", help="output .pt path")
+
+    p = add("export-volume", cmd_export_volume, "write a preprocessed volume or mask (.b2nd cache) as NIfTI",
+            "Write any preprocessed volume or mask (the .b2nd training cache, or a NIfTI) as NIfTI with its "
+            "affine (RAS, the preprocess spacing), to open in 3D Slicer or ITK-SNAP.")
+    p.add_argument("volume", help="e.g. <run_dir>/preprocessed/volumes/<id>.b2nd")
+    p.add_argument("out", help="output .nii.gz (or .nii)")
 
     for name, func, text in (
             ("zeroshot", cmd_zeroshot, "zero-shot classification: 'X is present.' vs 'X is not present.' "

@@ -79,7 +79,9 @@ class PreprocessConfig:
     max_bad_fraction: float = 0.25        # the run fails when more than this share is quarantined
     min_spacing_mm: float = 0.1           # spacings outside [min, max] are impossible for CT
     max_spacing_mm: float = 20.0
-    compress_level: int = 1               # gzip level of output NIfTI (1: fast, a little larger)
+    compress_level: int = 1               # output compression level: zstd (b2nd) or gzip (nifti); 1: fast
+    format: str = "b2nd"                  # layout.VOLUME_FORMATS: b2nd (chunked training cache: a crop decodes
+                                          # only its chunks) | nifti (.nii.gz); every reader takes either
 
 
 @dataclass
@@ -143,6 +145,12 @@ class PretrainConfig:
     pad_mode: str = "reflect"             # PAD_MODES, for volumes smaller than the crop: reflect (air where too
                                           # small) | constant
     diagnostics: bool = False             # log where the top-K picks land (needs the synthetic lesion/organ maps)
+    # Processes of the Snakemake job (simcrop.train.launch): gpus_per_node x nodes DDP ranks, one per GPU
+    # (CPU processes with gloo where no GPU is visible); > 1 launches torchrun, nodes > 1 through srun in a
+    # SLURM allocation, whose resources (nodes, gres gpu:N, CPUs) the pretrain rule derives from these keys.
+    # The world size they give is a training setting (global batch, each rank's data): simcrop.train.provenance.
+    gpus_per_node: int = 1
+    nodes: int = 1
 
 
 @dataclass

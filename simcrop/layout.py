@@ -3,8 +3,8 @@
     <results_dir>/<run>/                      Run (a DataDir: the pre-training corpus lives in the run itself)
       manifest.csv  ingest_report.json  sentences.jsonl  sentences_quarantine.csv
       qc.csv  quarantine.csv  preprocess_summary.json
-      preprocessed/volumes/<id>.nii.gz        Preprocessed
-      preprocessed/masks/<id>.<kind>.nii.gz   kind: lesion | organ
+      preprocessed/volumes/<id>.b2nd          Preprocessed (preprocess.format: b2nd, the chunked training
+      preprocessed/masks/<id>.<kind>.b2nd     cache; nifti: <id>.nii.gz, <id>.<kind>.nii.gz); kind: lesion | organ
       preprocessed/qc/<id>.json               a volume's QC record, written last: the volume is done
       preprocessed/shards/<00000>.qc.csv      one QC and one quarantine table per preprocess shard
       downstream/<name>/                      a DataDir per downstream evaluation set
@@ -37,6 +37,11 @@ RANDOM = "random"                 # the untrained row: evaluated, never pre-trai
 FRACTION_TASKS = ("probe", "segment")                  # evaluate/<row>/<task>/<dataset>/<pct>.json
 TEXT_TASKS = ("zeroshot", "retrieval", "grounding")    # evaluate/<row>/<task>.json
 FEATURES = "features"             # evaluate/<row>/probe/<dataset>/features.json: the probe's one feature pass
+# preprocess.format: how preprocessed volumes and masks are stored. b2nd (default): a blosc2 NDArray, int16,
+# zstd + byte shuffle, chunked so that a training crop decodes only the chunks under it, its affine in the
+# file's own metadata; nifti: gzip NIfTI-1. simcrop.data.volume_io reads either (the format from the suffix).
+VOLUME_FORMATS = ("b2nd", "nifti")
+VOLUME_SUFFIXES = {"b2nd": ".b2nd", "nifti": ".nii.gz"}
 
 
 def num_shards(n_rows: int, shard_size: int) -> int:
@@ -60,11 +65,46 @@ def percent(fraction: float) -> str:
     return f"{100 * float(fraction):g}"
 
 
-class Preprocessed:
-    """`preprocessed/`: one int16 NIfTI per volume, its masks, and the per-shard QC tables."""
+def volume_format(path) -> str:
+    """The VOLUME_FORMATS entry a preprocessed file's name says (`.b2nd` | `.nii.gz`, `.nii`); ValueError else."""
+    name = Path(path).name
+    if name.endswith(".nii"):
+        return "nifti"
+    for fmt, suffix in VOLUME_SUFFIXES.items():
+        if name.endswith(suffix):
+            return fmt
+    raise ValueError(f"{path}: not a preprocessed volume (expected a name ending in "
+                     f"{' or '.join(VOLUME_SUFFIXES.values())})")
 
-    def __init__(self, root):
+
+class Preprocessed:
+    """`preprocessed/`: one int16 volume per volume id (VOLUME_FORMATS), its masks, the per-shard QC tables.
+
+    `fmt` names the format to write (preprocessing: `preprocess.format`), and every volume and mask path
+    has its suffix. Without it (every reader) a path is the file on disk in either format, so a run made
+    with either reads alike; preprocessing removes a volume's files of the other format when it writes
+    one, and should both exist anyway, the newer (the one written last) is the volume.
+    """
+
+    def __init__(self, root, fmt: str | None = None):
+        if fmt is not None and fmt not in VOLUME_FORMATS:
+            raise ValueError(f"unknown volume format {fmt!r}; expected one of {VOLUME_FORMATS}")
         self.root = Path(root)
+        self.format = fmt
+
+    def _file(self, folder: Path, stem: str) -> Path:
+        if self.format is not None:
+            return folder / f"{stem}{VOLUME_SUFFIXES[self.format]}"
+        found = []
+        for suffix in VOLUME_SUFFIXES.values():
+            path = folder / f"{stem}{suffix}"
+            try:
+                found.append((path.stat().st_mtime, -len(found), path))
+            except OSError:
+                continue
+        if not found:                                 # not written (yet): the default format's name
+            return folder / f"{stem}{VOLUME_SUFFIXES[VOLUME_FORMATS[0]]}"
+        return max(found)[2]                          # newest; a tie goes to the first format
 
     @property
     def volumes(self) -> Path:
@@ -79,10 +119,10 @@ class Preprocessed:
         return self.root / "shards"
 
     def volume(self, volume_id: str) -> Path:
-        return self.volumes / f"{volume_id}.nii.gz"
+        return self._file(self.volumes, volume_id)
 
     def mask(self, volume_id: str, kind: str) -> Path:
-        return self.masks / f"{volume_id}.{kind}.nii.gz"
+        return self._file(self.masks, f"{volume_id}.{kind}")
 
     def qc_record(self, volume_id: str) -> Path:
         return self.root / "qc" / f"{volume_id}.json"

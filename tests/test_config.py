@@ -46,6 +46,7 @@ ENUMS = {
     "synthesize.preset": ("simcrop.data.synthetic.presets", "PRESETS"),
     "data.dataset": ("simcrop.data.ingest", "DATASETS"),
     "data.release": ("simcrop.config", "CTRATE_RELEASES"),
+    "preprocess.format": ("simcrop.layout", "VOLUME_FORMATS"),
     "sentences.sections[]": ("simcrop.text.sentences", "SECTIONS"),
     "model.objective": ("simcrop.model.objectives", "OBJECTIVES"),
     "model.pos_embed": ("simcrop.model.objectives", "POS_EMBED_KINDS"),

@@ -1,4 +1,5 @@
 """The run layout: one spelling of every run-folder path, shard naming and count."""
+import os
 from pathlib import Path
 
 import pytest
@@ -20,14 +21,34 @@ def test_shard_names_count_and_sort():
 def test_run_paths(tmp_path):
     run = layout.Run(tmp_path / "demo")
     assert run.manifest == tmp_path / "demo" / "manifest.csv"
-    assert run.preprocessed.volume("v1") == tmp_path / "demo" / "preprocessed" / "volumes" / "v1.nii.gz"
-    assert run.preprocessed.mask("v1", "lesion").name == "v1.lesion.nii.gz"
+    assert run.preprocessed.volume("v1") == tmp_path / "demo" / "preprocessed" / "volumes" / "v1.b2nd"
+    assert run.preprocessed.mask("v1", "lesion").name == "v1.lesion.b2nd"
     assert run.encoder("mae") == tmp_path / "demo" / "pretrain" / "mae" / "encoder.pt"
     assert run.checkpoint("mae").parts[-2:] == ("checkpoints", "last.pt")
     assert run.evaluation("mae", "grounding") == tmp_path / "demo" / "evaluate" / "mae" / "grounding.json"
     assert run.evaluation("{objective}", "probe", "main", "{pct}") == Path(
         tmp_path / "demo" / "evaluate" / "{objective}" / "probe" / "main" / "{pct}.json")
     assert run.downstream("luna16").qc == tmp_path / "demo" / "downstream" / "luna16" / "qc.csv"
+
+
+def test_volume_suffix_follows_the_format_and_readers_find_either(tmp_path):
+    assert layout.VOLUME_FORMATS[0] == "b2nd"                       # preprocess.format's default
+    nifti, cache, reader = (layout.Preprocessed(tmp_path, "nifti"), layout.Preprocessed(tmp_path, "b2nd"),
+                            layout.Preprocessed(tmp_path))
+    assert nifti.volume("v").name == "v.nii.gz" and nifti.mask("v", "organ").name == "v.organ.nii.gz"
+    assert cache.volume("v").name == "v.b2nd" and cache.mask("v", "organ").name == "v.organ.b2nd"
+    assert reader.volume("v") == cache.volume("v")                    # nothing written: the default's name
+    nifti.volumes.mkdir(parents=True)
+    nifti.volume("v").write_bytes(b"")
+    assert reader.volume("v") == nifti.volume("v")                    # the file on disk, whichever format
+    cache.volume("v").write_bytes(b"")
+    os.utime(nifti.volume("v"), (1, 1))
+    assert reader.volume("v") == cache.volume("v")                    # both: the newer one
+    assert [layout.volume_format(p) for p in ("a.b2nd", "a.nii.gz", "a.nii")] == ["b2nd", "nifti", "nifti"]
+    with pytest.raises(ValueError, match="not a preprocessed volume"):
+        layout.volume_format("a.npz")
+    with pytest.raises(ValueError, match="unknown volume format"):
+        layout.Preprocessed(tmp_path, "zarr")
 
 
 def test_shard_tables_sit_side_by_side(tmp_path):

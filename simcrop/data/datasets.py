@@ -4,13 +4,15 @@
     manifest.csv       volume_id, scan_id, split, findings, impressions (report text)
     qc.csv             volume_ids that preprocessed successfully (column volume_id)
     sentences.jsonl    one line per volume: {"volume_id", "scan_id", "split", "sentences": [...]}
-    <preprocessed>/volumes/<volume_id>.nii.gz   int16 HU, RAS, clipped to preprocess.hu_window
+    <preprocessed>/volumes/<volume_id>.b2nd     int16 HU, RAS, clipped to preprocess.hu_window (or .nii.gz)
 
 It keeps the volumes of one split that are in qc.csv, exist and have at least one Findings sentence
 (`simcrop.data.selection`, the filter every step shares), and says how many it dropped for which reason.
 Images are read by `simcrop.data.volume_io.load_preprocessed` with `hu_window` (default [-1000, 1000]:
-HU / 1000; the caller passes preprocess.hu_window). With labels=True (the supervised objective) it also gives each
-sample its label vector and drops train volumes without labels (counted as "no labels" in the log): an
+HU / 1000; the caller passes preprocess.hu_window). A sample's crop box is drawn from the stored shape
+first (`transforms.crop_box`) and only that box is read: from the `.b2nd` training cache only the blocks
+under it are decompressed; the sample equals the transform chain run on the whole volume. With labels=True
+(the supervised objective) it also gives each sample its label vector and drops train volumes without labels (counted as "no labels" in the log): an
 all-zero vector would teach "normal" for a scan nobody labelled. An index may be an int or an (index,
 epoch) pair: the pair is what the trainer's `StepSampler` (train/distributed.py) yields, and the
 augmentation of a sample is seeded from (seed, epoch, index) so it is the same whatever the worker count
@@ -24,7 +26,6 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import nibabel as nib
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -32,9 +33,9 @@ from torch.utils.data import Dataset
 from simcrop import layout
 from simcrop.data.manifest import labels_of, read_manifest
 from simcrop.data.selection import select_volumes
-from simcrop.data.transforms import (apply, eval_transform, sample_seed, seed_transform, smaller_axes,
-                                     train_transform)
-from simcrop.data.volume_io import DEFAULT_HU_WINDOW, load_preprocessed
+from simcrop.data.transforms import (after_crop, crop_box, eval_transform, sample_seed, seed_transform,
+                                     smaller_axes, train_transform)
+from simcrop.data.volume_io import DEFAULT_HU_WINDOW, load_preprocessed, open_preprocessed
 
 MASK_STREAM = 1                        # sample_seed stream of a report's MLM mask (0: augmentation)
 
@@ -136,18 +137,21 @@ class PretrainDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         index, epoch = (key, 0) if isinstance(key, (int, np.integer)) else (int(key[0]), int(key[1]))
         item = self.items[index]
-        image = load_preprocessed(item["path"], self.hu_window)
-        small = smaller_axes(image.shape[1:], self.crop_size)
+        volume = open_preprocessed(item["path"])                  # header only: no voxel decoded yet
+        shape = volume.shape
+        small = smaller_axes(shape, self.crop_size)
         if small and item["volume_id"] not in self._warned:
             self._warned.add(item["volume_id"])
             log.warning("volume %s has shape %s, smaller than the crop %s along %s: padded (%s; air where "
-                        "the volume is under half the crop)", item["volume_id"], tuple(image.shape[1:]),
+                        "the volume is under half the crop)", item["volume_id"], tuple(shape),
                         self.crop_size, ",".join(small), self.pad_mode)
-        if self.maps:                        # label maps ride along the image's crops and flips
-            image = torch.cat([image, *self._label_maps(item["volume_id"], image.shape[1:])])
         if self.augment:
             seed_transform(self.transform, sample_seed(self.seed, epoch, index))
-        out = apply(self.transform, image)
+        box = crop_box(self.transform, shape)                     # the crop, drawn from the shape alone
+        image = load_preprocessed(volume, self.hu_window, box)    # only the voxels under it
+        if self.maps:                        # label maps ride along the image's crops and flips
+            image = torch.cat([image, *self._label_maps(item["volume_id"], shape, box)])
+        out = after_crop(self.transform, image)
         sample = {"volume_id": item["volume_id"], "scan_id": item["scan_id"], "image": out[:1],
                   "findings": item["findings"], "impressions": item["impressions"], "sentences": item["sentences"],
                   "mask_seed": sample_seed(self.seed, epoch, index, MASK_STREAM)}
@@ -157,17 +161,18 @@ class PretrainDataset(Dataset):
             sample.update(lesion_map=out[1].round().short(), organ_map=out[2].round().short())
         return sample
 
-    def _label_maps(self, volume_id: str, shape) -> list[torch.Tensor]:
-        """The volume's lesion and organ label maps (1, X, Y, Z) float; zeros (no lesion) and -1 (no organ
-        map) where the preprocessed folder has none (real data)."""
-        maps = []
+    def _label_maps(self, volume_id: str, shape, box) -> list[torch.Tensor]:
+        """The volume's lesion and organ label maps in `box` (1, *box) float; zeros (no lesion) and -1 (no
+        organ map) where the preprocessed folder has none (real data)."""
+        maps, size = [], tuple(b.stop - b.start for b in box)
         for kind, missing in (("lesion", 0.0), ("organ", -1.0)):
             path = self.preprocessed.mask(volume_id, kind)
             if path.exists():
-                array = np.asanyarray(nib.load(str(path)).dataobj)
-                if tuple(array.shape) != tuple(shape):
-                    raise ValueError(f"{path}: shape {array.shape} differs from its volume's {tuple(shape)}")
+                stored = open_preprocessed(path)
+                if stored.shape != tuple(shape):
+                    raise ValueError(f"{path}: shape {stored.shape} differs from its volume's {tuple(shape)}")
+                array = stored.read(box)
                 maps.append(torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32)[None])
             else:
-                maps.append(torch.full((1, *shape), missing))
+                maps.append(torch.full((1, *size), missing))
         return maps

@@ -1,4 +1,4 @@
-"""Preprocess CT volumes shard by shard: RAS → target spacing → HU window → int16 NIfTI + QC record.
+"""Preprocess CT volumes shard by shard: RAS → target spacing → HU window → int16 volume + QC record.
 
 Per volume (manifest row):
 1. load by `format` (simcrop.data.volume_io), HU = slope · stored + intercept only when `apply_rescale`
@@ -6,15 +6,19 @@ Per volume (manifest row):
 2. validate (BadVolume → quarantine): non-finite voxels, zero-length axis, impossible spacing,
    0–255 8-bit data, constant volume, implausible HU (no air; stored values HU + 1024 read as HU);
    header and DICOM slice-position checks happen in the loader (simcrop.data.volume_io);
-3. reorient to RAS (flips/transposes folded into the sampling), resample trilinear to `cfg.spacing`
-   mm, centre crop/pad to `cfg.size` (pad = window minimum), clip to `cfg.hu_window`, round, int16:
-   the grid MONAI's Orientation → Spacing → ResizeWithPadOrCrop chain gives (simcrop.data.resample);
-4. write `volumes/<id>.nii.gz`, masks `masks/<id>.{lesion,organ}.nii.gz` (nearest, same grid) and a
-   QC sidecar `qc/<id>.json`, each atomically; the sidecar is written last and marks the volume done.
+3. reorient to RAS (flips/transposes folded into the sampling), resample to `cfg.spacing` mm (linear,
+   Gaussian anti-aliasing along downsampled axes), centre crop/pad to `cfg.size`, clip to
+   `cfg.hu_window`, round, int16: MONAI's Orientation → Spacing → ResizeWithPadOrCrop grid without its
+   overshoot past the source; voxels outside the source = window minimum (simcrop.data.resample);
+4. write `volumes/<id>.b2nd`, masks `masks/<id>.{lesion,organ}.b2nd` (nearest, same grid; the chunked
+   training cache, or `.nii.gz` with `preprocess.format: nifti`, simcrop.layout) and a QC sidecar
+   `qc/<id>.json`, each atomically; the sidecar is written last and marks the volume done. The volume's
+   files in the other format, if any, are then removed.
 
 A shard writes `shards/<shard>.qc.csv` and `.quarantine.csv` (simcrop.layout) only after all its volumes; a rerun
 skips volumes whose outputs are newer than their inputs (and made with the same spacing, window and
-size) and reuses their QC sidecar. Relative `image`/mask paths resolve against the working directory.
+size, in the configured format) and reuses their QC sidecar. Relative `image`/mask paths resolve against
+the working directory.
 A shard starts by deleting the temporary files a killed run of the same shard left (only its own:
 other shards write into the same folders at the same time).
 """
@@ -35,10 +39,10 @@ from simcrop.config import PreprocessConfig
 from simcrop.data.manifest import read_manifest, safe_volume_id
 from simcrop.data.qc import implausible_hu, qc_stats
 from simcrop.data.quarantine import QUARANTINE_COLUMNS, BadVolume, QuarantineRecord
-from simcrop.data.resample import output_grid, resample
-from simcrop.data.volume_io import input_mtime, load_nifti, load_volume, write_nifti
+from simcrop.data.resample import METHOD_VERSION, output_grid, resample
+from simcrop.data.volume_io import input_mtime, load_nifti, load_volume, write_preprocessed
 from simcrop.io import DataError, remove_stale_temp_files, write_csv_atomic, write_json_atomic
-from simcrop.layout import Preprocessed, num_shards
+from simcrop.layout import VOLUME_FORMATS, Preprocessed, num_shards
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +70,27 @@ def _present(value) -> bool:
 def to_hu(array: np.ndarray, row) -> tuple[np.ndarray, bool]:
     """Stored values → HU: slope · x + intercept when the row says `apply_rescale` (v1), else as is.
 
-    Integer slope/intercept keep int16 when the result fits (no float copy of a 512² × 200 volume).
+    Integer slope/intercept keep int16 when the result fits (no float copy of a 512² × 200 volume): the
+    range is checked on the stored min/max first, then slope 1 is one pass straight into int16 (the
+    input's memory order). Otherwise float32, computed in place.
     """
     if not int(float(row.get("apply_rescale", 0) or 0)):
         return array, False
     slope, intercept = float(row["rescale_slope"]), float(row["rescale_intercept"])
-    if slope == round(slope) and intercept == round(intercept) and array.dtype.kind in "iu":
-        hu = array.astype(np.int32) * int(slope) + int(intercept)
-        if hu.size and -32768 <= hu.min() and hu.max() <= 32767:
-            return hu.astype(np.int16), True
-        return hu.astype(np.float32), True
-    return array.astype(np.float32) * np.float32(slope) + np.float32(intercept), True
+    if slope == round(slope) and intercept == round(intercept) and array.dtype.kind in "iu" and array.size:
+        s, b = int(slope), int(intercept)
+        ends = (s * int(array.min()) + b, s * int(array.max()) + b)
+        if -32768 <= min(ends) and max(ends) <= 32767:
+            hu = np.empty_like(array, dtype=np.int16)
+            if s == 1:                             # int32 arithmetic, buffered: no full-size temporary
+                np.add(array, b, out=hu, dtype=np.int32, casting="unsafe")
+            else:
+                np.copyto(hu, array.astype(np.int32) * s + b, casting="unsafe")
+            return hu, True
+    hu = array.astype(np.float32)
+    hu *= np.float32(slope)
+    hu += np.float32(intercept)
+    return hu, True
 
 
 def validate(hu: np.ndarray, affine: np.ndarray, path, cfg: PreprocessConfig) -> None:
@@ -91,11 +105,10 @@ def validate(hu: np.ndarray, affine: np.ndarray, path, cfg: PreprocessConfig) ->
             or spacing.min() < cfg.min_spacing_mm or spacing.max() > cfg.max_spacing_mm:
         raise BadVolume(path, f"impossible spacing: {np.round(spacing, 4).tolist()} mm outside "
                               f"[{cfg.min_spacing_mm}, {cfg.max_spacing_mm}]")
-    if hu.dtype.kind == "f":
+    lo, hi = float(hu.min()), float(hu.max())     # NaN or inf anywhere reaches one of them
+    if hu.dtype.kind == "f" and not (math.isfinite(lo) and math.isfinite(hi)):
         bad = hu.size - int(np.count_nonzero(np.isfinite(hu)))
-        if bad:
-            raise BadVolume(path, f"non-finite voxels: {bad} NaN/inf of {hu.size}")
-    lo, hi = float(hu.min()), float(hu.max())
+        raise BadVolume(path, f"non-finite voxels: {bad} NaN/inf of {hu.size}")
     if lo == hi:
         raise BadVolume(path, f"constant volume: every voxel is {lo:g}")
     if lo >= 0 and hi <= 255:
@@ -118,11 +131,18 @@ def _mask_dtype(mask: np.ndarray, path) -> np.ndarray:
     raise BadVolume(path, f"bad mask: labels out of range [{lo}, {hi}]")
 
 
-def output_paths(out_dir: Path, volume_id: str) -> dict:
-    """Where one volume's outputs go; ManifestError for an id that would leave `out_dir` (`../x`, `a/b`)."""
-    pre, volume_id = Preprocessed(out_dir), safe_volume_id(volume_id)
-    return {"image": pre.volume(volume_id), **{kind: pre.mask(volume_id, kind) for kind in MASK_KINDS},
-            "qc": pre.qc_record(volume_id)}
+def output_paths(out_dir: Path, volume_id: str, fmt: str = VOLUME_FORMATS[0]) -> dict:
+    """Where one volume's outputs go in format `fmt` (preprocess.format), and (`<key>@<format>`) where the
+    other formats would put them: a shard owns their temporary files too, and writing a volume removes them
+    (a format change never leaves two versions). ManifestError for an id that would leave `out_dir`."""
+    volume_id = safe_volume_id(volume_id)
+    paths = {}
+    for other in [fmt, *(f for f in VOLUME_FORMATS if f != fmt)]:
+        pre, tag = Preprocessed(out_dir, other), "" if other == fmt else f"@{other}"
+        paths.update({f"image{tag}": pre.volume(volume_id),
+                      **{f"{kind}{tag}": pre.mask(volume_id, kind) for kind in MASK_KINDS}})
+    paths["qc"] = Preprocessed(out_dir).qc_record(volume_id)
+    return paths
 
 
 def preprocess_volume(row, out_dir: Path, cfg: PreprocessConfig) -> dict:
@@ -148,14 +168,15 @@ def preprocess_volume(row, out_dir: Path, cfg: PreprocessConfig) -> dict:
 
     image, out_shape, out_affine = to_output_grid(hu, volume.affine, cfg)
 
-    paths = output_paths(out_dir, volume_id)
+    paths = output_paths(out_dir, volume_id, cfg.format)
     written = []
     try:
         for kind, mask in masks.items():
             mask_out = resample(mask, volume.affine, out_shape, out_affine, nearest=True, fill=0)
-            write_nifti(paths[kind], mask_out, out_affine, cfg.compress_level)
+            write_preprocessed(paths[kind], mask_out, out_affine, cfg.compress_level,
+                               source=str(row.get(f"{kind}_mask")))
             written.append(paths[kind])
-        write_nifti(paths["image"], image, out_affine, cfg.compress_level)
+        write_preprocessed(paths["image"], image, out_affine, cfg.compress_level, source=str(path))
         written.append(paths["image"])
         record = {
             "volume_id": volume_id, "output": str(paths["image"]),
@@ -173,32 +194,40 @@ def preprocess_volume(row, out_dir: Path, cfg: PreprocessConfig) -> dict:
         for done in written:                 # all or nothing per volume
             done.unlink(missing_ok=True)
         raise
+    for key, stale in paths.items():         # this volume in another format (preprocess.format changed)
+        if "@" in key:
+            stale.unlink(missing_ok=True)
     return record
 
 
 def to_output_grid(hu: np.ndarray, affine: np.ndarray, cfg: PreprocessConfig):
-    """HU (X, Y, Z) with its RAS affine → (int16 image on the target grid, shape, affine): resample to
-    `cfg.spacing`, centre crop/pad to `cfg.size` (pad = window minimum), clip to the window, round.
+    """HU (X, Y, Z) with its RAS affine → (int16 image on the target grid, C-contiguous, shape, affine):
+    resample to `cfg.spacing` (linear, Gaussian anti-aliasing along downsampled axes), centre crop/pad
+    to `cfg.size`, clip to the window, round. Every voxel outside the source (crop/pad padding included)
+    is the window minimum (air with the default window), never an edge copy (simcrop.data.resample).
     The one place the training grid is made (preprocessing and `simcrop heatmap` both call it)."""
     size = None if cfg.size is None else [int(s) for s in cfg.size]
     out_shape, out_affine = output_grid(hu.shape, affine, cfg.spacing, size)
     lo, hi = (float(v) for v in cfg.hu_window)
-    image = resample(hu, affine, out_shape, out_affine, fill=lo)
+    image = resample(hu, affine, out_shape, out_affine, fill=lo)   # float32, the input's memory order
     np.clip(image, lo, hi, out=image)
     np.rint(image, out=image)
-    return image.astype(np.int16), out_shape, out_affine
+    # whole numbers in int16 range: the cast is exact; cast first (memory order kept), then reorder the
+    # half-size int16 copy to C order (cheaper than a transposing float32 → int16 copy)
+    return np.ascontiguousarray(image.astype(np.int16)), out_shape, out_affine
 
 
 def _params(cfg: PreprocessConfig) -> dict:
-    """The settings an output depends on: a sidecar made with others does not count as done."""
+    """The settings an output depends on: a sidecar made with others (or by an older resampling method)
+    does not count as done."""
     return {"spacing": [float(v) for v in cfg.spacing], "hu_window": [float(v) for v in cfg.hu_window],
-            "size": None if cfg.size is None else [int(v) for v in cfg.size]}
+            "size": None if cfg.size is None else [int(v) for v in cfg.size], "method": METHOD_VERSION}
 
 
 def _resumable(row, out_dir: Path, cfg: PreprocessConfig) -> dict | None:
     """The previous QC record when this volume's outputs exist, are newer than its inputs and were made
     with the same settings."""
-    paths = output_paths(out_dir, str(row["volume_id"]))
+    paths = output_paths(out_dir, str(row["volume_id"]), cfg.format)
     needed = [paths["image"], paths["qc"]] + [paths[k] for k in MASK_KINDS if _present(row.get(f"{k}_mask"))]
     try:
         newest_input = max([input_mtime(row["image"])] + [input_mtime(row[f"{k}_mask"]) for k in MASK_KINDS
@@ -209,6 +238,8 @@ def _resumable(row, out_dir: Path, cfg: PreprocessConfig) -> dict | None:
     except (OSError, ValueError):
         return None
     if record.pop("params", None) != _params(cfg):
+        return None
+    if Path(str(record.get("output", ""))).name != paths["image"].name:   # written in another format
         return None
     record.update(resumed=1, seconds=0.0)
     return record

@@ -14,6 +14,11 @@ along that axis; where it is not (a volume under about half the crop), that axis
 Randomness: every random transform draws from its own `numpy.random.RandomState`, set per sample by
 `seed_transform(chain, seed)` - so a sample's augmentation depends only on the seed the dataset
 derives from (seed, epoch, index), not on workers, ranks or where a resumed run starts.
+
+Crop first, read after: the crops draw their numbers from the volume's shape alone, so `crop_box(chain,
+shape)` (after seeding) says which box of the stored volume the chain keeps, and `after_crop(chain,
+region)` runs the rest (pad, flips, intensity shift) on just that box. The dataset reads only that box
+from the training cache; the result equals `apply(chain, volume)` bit for bit, same seed, same numbers.
 """
 from __future__ import annotations
 
@@ -46,15 +51,15 @@ class PadTo:
         if not any(a or b for a, b in pads):
             return img
         out = img.unsqueeze(0)                      # reflect pads (N, C, X, Y, Z)
+        reflect, constant = [0, 0] * len(pads), [0, 0] * len(pads)
         for i, ((before, after), dim) in enumerate(zip(pads, reversed(img.shape[1:]))):
-            if not (before or after):
-                continue
-            axis_pad = [0, 0] * len(pads)
-            axis_pad[2 * i: 2 * i + 2] = [before, after]
-            if self.mode == "reflect" and max(before, after) < dim:
-                out = F.pad(out, axis_pad, mode="reflect")
-            else:
-                out = F.pad(out, axis_pad, mode="constant", value=self.value)
+            fits = self.mode == "reflect" and max(before, after) < dim
+            (reflect if fits else constant)[2 * i: 2 * i + 2] = [before, after]
+        # pads along different axes commute, so each kind is one call (one copy) for all its axes
+        if any(reflect):
+            out = F.pad(out, reflect, mode="reflect")
+        if any(constant):
+            out = F.pad(out, constant, mode="constant", value=self.value)
         return out.squeeze(0)
 
 
@@ -123,6 +128,95 @@ def sample_seed(seed: int, epoch: int, index: int, stream: int = 0) -> int:
     augmentation, other streams are independent draws for the same sample (1: its report's MLM mask)."""
     entropy = [int(seed), int(epoch), int(index)] + ([int(stream)] if stream else [])
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+CROPS = (RandSpatialCrop, CenterSpatialCrop)          # RandScaleCrop is a RandSpatialCrop
+
+
+def crop_box(chain: Compose, shape: Sequence[int]) -> tuple[slice, slice, slice]:
+    """The box of a (X, Y, Z) volume of `shape` whose voxels `chain` (train_transform or eval_transform,
+    seeded as for `apply`) keeps: its crops draw their random numbers now, from the shapes they would see,
+    and `after_crop(chain, region)` then finishes the sample from that box alone.
+
+    Along an axis the chain pads, the crop after the pad keeps the whole padded extent (PadTo pads to
+    exactly the crop), so the box there is what the crop before the pad kept; elsewhere it is the final
+    crop. Either way PadTo on the box makes the same pad the chain made (checked: ValueError otherwise).
+    """
+    # per axis: the image is a window of `length` voxels, of which [data0, data0 + count) are the stored
+    # voxels [stored0, stored0 + count); the rest is padding
+    length, data0, stored0, count = [int(n) for n in shape], [0] * len(shape), [0] * len(shape), [int(n) for n in shape]
+    pad = None
+    for t in chain.transforms:
+        if isinstance(t, PadTo):
+            pad = t
+            for axis, want in enumerate(t.size):
+                extra = max(want - length[axis], 0)
+                length[axis] += extra
+                data0[axis] += extra // 2
+        elif isinstance(t, CROPS):
+            if isinstance(t, RandSpatialCrop):
+                t.randomize(length)                    # RandScaleCrop: sets its ROI from `length` first
+                slices = t._slices if t.random_center else CenterSpatialCrop(t._size).compute_slices(length)
+            else:
+                slices = t.compute_slices(length)
+            for axis, cut in enumerate(slices):
+                lo = min(cut.start or 0, length[axis])
+                hi = min(length[axis] if cut.stop is None else cut.stop, length[axis])
+                keep0, keep1 = max(data0[axis], lo), min(data0[axis] + count[axis], hi)
+                stored0[axis] += max(lo - data0[axis], 0)
+                count[axis] = max(keep1 - keep0, 0)
+                data0[axis], length[axis] = keep0 - lo, max(hi - lo, 0)
+    box = tuple(slice(a, a + n) for a, n in zip(stored0, count))
+    redo = [n if pad is None else max(n, want) for n, want in zip(count, pad.size if pad else count)]
+    before = [0 if pad is None else (r - n) // 2 for r, n in zip(redo, count)]
+    if redo != length or before != data0:
+        raise ValueError(f"crop_box: this chain's pads and crops cannot be replayed on the box {box} "
+                         f"(window {length}, data at {data0}); run apply() on the whole volume instead")
+    return box
+
+
+def after_crop(chain: Compose, region: torch.Tensor) -> torch.Tensor:
+    """Finish a sample from the box `crop_box` gave, (C, *box): the chain's pad, then its transforms other
+    than crops in order, each drawing the numbers the seeded chain gives it. Returns what `apply(chain,
+    volume)` returns, bit for bit; the flips run as one flip and the intensity shift as one add (the same
+    arithmetic with fewer copies of a ViT-B crop), any other transform as it is. `region` is not modified."""
+    out = torch.as_tensor(region)
+    for t in chain.transforms:
+        if isinstance(t, PadTo):
+            out = t(out)
+    flips, shift = [], 0.0
+
+    def settle(x):                                      # the pending flips, then the pending shift
+        nonlocal flips, shift
+        odd = sorted(d for d in set(flips) if flips.count(d) % 2)
+        if odd:
+            x = torch.flip(x, dims=odd)
+        if shift:                                       # MONAI ShiftIntensity: img + offset, channel 0 only
+            x = x + shift if x.shape[0] == 1 else torch.cat([x[:1] + shift, x[1:]])
+        flips, shift = [], 0.0
+        return x
+
+    for t in chain.transforms:
+        if isinstance(t, (PadTo, *CROPS)):
+            continue
+        if isinstance(t, RandFlip):
+            t.randomize(None)
+            if t._do_transform:
+                axes = t.flipper.spatial_axis
+                axes = range(out.ndim - 1) if axes is None else ([axes] if isinstance(axes, int) else axes)
+                flips.extend(int(a) % (out.ndim - 1) + 1 for a in axes)
+        elif (isinstance(t, ImageChannelOnly) and isinstance(t.transform, RandShiftIntensity)
+              and not t.transform.channel_wise):
+            out = settle(out) if shift else out
+            t.transform.randomize(None)
+            if t.transform._do_transform:
+                shift = float(t.transform._offset)
+        else:                                           # anything else: as the chain would run it
+            out = t(settle(out))
+    out = settle(out)
+    if hasattr(out, "as_tensor"):
+        out = out.as_tensor()
+    return torch.as_tensor(out, dtype=torch.float32).contiguous()
 
 
 def apply(chain: Compose, img: torch.Tensor) -> torch.Tensor:

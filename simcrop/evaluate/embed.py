@@ -17,7 +17,6 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,8 +25,8 @@ from torch import nn
 from tqdm import tqdm
 
 from simcrop.config import Config, ModelConfig, from_dict
-from simcrop.data.transforms import PadTo, apply, eval_transform
-from simcrop.data.volume_io import DEFAULT_HU_WINDOW, load_preprocessed
+from simcrop.data.transforms import PadTo, after_crop, apply, crop_box, eval_transform
+from simcrop.data.volume_io import DEFAULT_HU_WINDOW, load_preprocessed, preprocessed_header, read_preprocessed
 from simcrop.evaluate import feature_cache
 from simcrop.model.alignment import sentence_features
 from simcrop.model.factory import build_collate, build_pretrain_model
@@ -68,8 +67,11 @@ def _device(model: nn.Module) -> torch.device:
 
 def load_crop(path, crop: Sequence[int], pad_mode: str = "reflect",
               hu_window: Sequence[float] = DEFAULT_HU_WINDOW) -> torch.Tensor:
-    """Preprocessed volume → centre crop (1, *crop) float32 in [-1, 1], the dataset's eval path."""
-    return apply(eval_transform(crop, pad_mode), load_preprocessed(path, hu_window))
+    """Preprocessed volume → centre crop (1, *crop) float32 in [-1, 1], the dataset's eval path (only the
+    crop's box is read)."""
+    chain = eval_transform(crop, pad_mode)
+    box = crop_box(chain, preprocessed_header(path).shape)
+    return after_crop(chain, load_preprocessed(path, hu_window, box))
 
 
 def load_mask_crop(path, crop: Sequence[int], image_shape: Sequence[int] | None = None) -> torch.Tensor:
@@ -78,7 +80,7 @@ def load_mask_crop(path, crop: Sequence[int], image_shape: Sequence[int] | None 
     The pad is symmetric whatever the mode, so padding labels with background keeps them aligned with the
     (reflect-padded) image; mirrored lesion copies in the pad do not count as lesion.
     """
-    mask = np.asanyarray(nib.load(str(path)).dataobj)
+    mask = read_preprocessed(path)
     if image_shape is not None and tuple(mask.shape) != tuple(image_shape):
         raise ValueError(f"{path}: mask shape {mask.shape} differs from its volume's {tuple(image_shape)}")
     x = torch.from_numpy(np.ascontiguousarray(mask).astype(np.float32))[None]

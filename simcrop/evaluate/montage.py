@@ -10,11 +10,11 @@ import json
 import textwrap
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from simcrop import layout
 from simcrop.data.selection import select_volumes
+from simcrop.data.volume_io import read_preprocessed
 from simcrop.io import atomic_path
 
 DISPLAY_WINDOW_HU = (-1000.0, 400.0)   # one window that shows lung texture and mediastinum
@@ -34,10 +34,10 @@ def _sentences_by_volume(path: Path) -> dict[str, list[dict]]:
 
 def _pick_case(volume_path: Path, mask_path: Path | None, sentences: list[dict]):
     """Return (axial slice (x, y) HU, outline mask or None, caption) for one preprocessed case."""
-    image = np.asanyarray(nib.load(volume_path).dataobj)
+    image = read_preprocessed(volume_path)
     findings = [s for s in sentences if s.get("section") == "findings"]
     if mask_path is not None and mask_path.exists():
-        mask = np.asanyarray(nib.load(mask_path).dataobj)
+        mask = read_preprocessed(mask_path)
         described = {i for s in findings for i in s.get("lesion_ids", [])}
         ids, counts = np.unique(mask[mask > 0], return_counts=True)
         described_ids = [(c, i) for i, c in zip(ids.tolist(), counts.tolist()) if i in described]

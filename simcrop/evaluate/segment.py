@@ -30,7 +30,6 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
@@ -112,7 +111,7 @@ class SegmentationCases:
         return len(self.items)
 
     def _label(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(remap_labels(np.asanyarray(nib.load(self.items[i][2]).dataobj), self.label_map,
+        return torch.from_numpy(remap_labels(read_preprocessed(self.items[i][2]), self.label_map,
                                              self.classes))[None]
 
     def case(self, i: int) -> dict:

@@ -48,7 +48,8 @@ import torch
 from simcrop.config import PreprocessConfig
 from simcrop.data.preprocess import to_output_grid, validate
 from simcrop.data.quarantine import BadVolume
-from simcrop.data.volume_io import load_preprocessed, load_volume, scale_hu, write_nifti
+from simcrop.data.volume_io import (load_preprocessed, load_volume, preprocessed_header, read_preprocessed,
+                                    scale_hu, write_nifti)
 from simcrop.evaluate.embed import NotApplicableError, encode_sentences, feature_kind, load_model, patch_features
 from simcrop.evaluate.heatmap import orthogonal_figure
 from simcrop.evaluate.tiling import Tiling, tile_batches, tiling  # noqa: F401  (Tiling, tiling: re-exported)
@@ -106,7 +107,7 @@ def prepare_volume(path, cfg: PreprocessConfig, preprocessed: bool = False) -> P
     try:
         if preprocessed:
             image = load_preprocessed(path, cfg.hu_window)[0].numpy()
-            affine = np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+            affine = preprocessed_header(path).affine            # either format (.b2nd cache or NIfTI)
             return PreparedVolume(image, affine, tuple(image.shape), affine, str(path))
         volume = load_volume(path, volume_format(path))
         hu = volume.array
@@ -186,8 +187,11 @@ def load_mask(path, vol: PreparedVolume) -> np.ndarray:
     """A label map on any grid → (X, Y, Z) bool (> 0) on the preprocessed grid."""
     path = Path(path)
     try:
-        image = nib.load(str(path))
-        mask = np.asanyarray(image.dataobj)
+        if path.name.endswith(".b2nd"):                         # a preprocessed mask (training cache)
+            mask, affine = read_preprocessed(path), preprocessed_header(path).affine
+        else:
+            image = nib.load(str(path))
+            mask, affine = np.asanyarray(image.dataobj), image.affine
         if mask.ndim == 4 and mask.shape[3] == 1:
             mask = mask[..., 0]
         if mask.ndim != 3:
@@ -195,7 +199,7 @@ def load_mask(path, vol: PreparedVolume) -> np.ndarray:
         mask = (mask > 0).astype(np.uint8)
     except (OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
         raise HeatmapInputError(f"{path}: unreadable mask ({type(err).__name__}: {err})") from err
-    out = sample_nearest(mask, image.affine, vol.image.shape, vol.affine, 0).astype(bool)
+    out = sample_nearest(mask, affine, vol.image.shape, vol.affine, 0).astype(bool)
     if not out.any():
         log.warning("mask %s has no voxel > 0 inside the volume's field of view", path)
     return out
@@ -210,7 +214,7 @@ def slug(text: str, width: int = 48) -> str:
 
 def volume_stem(path) -> str:
     name = Path(path).name
-    for ext in (".nii.gz", ".nii", ".mhd", ".mha"):
+    for ext in (".nii.gz", ".nii", ".mhd", ".mha", ".b2nd"):
         if name.lower().endswith(ext):
             return name[:-len(ext)]
     return name

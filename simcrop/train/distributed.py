@@ -5,6 +5,7 @@ Single process when WORLD_SIZE is unset or 1. Otherwise `init_process_group` fro
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -80,6 +81,32 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def parameter_digest(named: dict) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of tensors {name: tensor}, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(named):
+        tensor = named[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def trained_parameters(model: nn.Module) -> dict:
+    """The parameters training updates (requires_grad), by name: what DDP keeps equal on every rank.
+    (Buffers are not: each rank updates running statistics from its own batch after DDP's broadcast.)"""
+    return {name: p for name, p in unwrap(model).named_parameters() if p.requires_grad}
+
+
+def rank_digests(model: nn.Module) -> list[str]:
+    """Every rank's `parameter_digest` of its trained parameters, in rank order (a collective)."""
+    own = parameter_digest(trained_parameters(model))
+    if not dist.is_initialized():
+        return [own]
+    digests = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, own)
+    return digests
 
 
 def wrap_ddp(model: nn.Module, info: DistInfo, find_unused_parameters: bool = False) -> nn.Module:

@@ -25,7 +25,7 @@ from simcrop.config import Config
 from simcrop.io import write_json_atomic
 from simcrop.layout import CHECKPOINT_DIR, DVCLIVE, ENCODER, LAST_CHECKPOINT
 from simcrop.train import checkpoint as ckpt_mod
-from simcrop.train.distributed import all_reduce_mean, any_rank, wrap_ddp
+from simcrop.train.distributed import all_reduce_mean, any_rank, rank_digests, wrap_ddp
 from simcrop.train.export import export_encoder
 from simcrop.optim import clip_gradients
 
@@ -261,17 +261,25 @@ class Training:
             ckpt_mod.copy_checkpoint(path, self.ckpt_dir / ckpt_mod.milestone_name(self.step))
 
     def finish(self) -> dict:
-        """The summary; the main rank writes metrics.json and, once every step is done, encoder.pt."""
+        """The summary; the main rank writes metrics.json and, once every step is done, encoder.pt.
+        DDP: every rank's digest of its trained parameters goes into the summary, and ranks that finished
+        with different weights (which DDP must never produce) fail the run after metrics.json is written."""
         summary = {"step": self.step, "done": self.step >= self.pc.steps, "resumed_from": self.start_step,
                    "losses": self.final_window, "first_losses": self.first_window or {},
                    "samples_per_s": self._samples() / max(self.elapsed, 1e-12),
                    "data_wait_share": self.total_wait / max(self.elapsed, 1e-12), "world_size": self.info.world_size}
+        digests = rank_digests(self.model) if self.info.distributed else []
+        if digests:
+            summary["weights_sha256_per_rank"] = digests
         if self.info.is_main:
             write_summary(self.out_dir, summary, self.first_window)
             if self.live is not None:
                 self.live.end()
-            if summary["done"]:
+            if summary["done"] and len(set(digests)) <= 1:
                 export_encoder(self.ckpt_dir / LAST_CHECKPOINT, self.out_dir / ENCODER)
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"DDP ranks finished step {self.step} with different weights (parameter sha256 per "
+                               f"rank: {[d[:12] for d in digests]}); not exporting {ENCODER}")
         return summary
 
     def _samples(self) -> int:

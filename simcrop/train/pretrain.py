@@ -126,7 +126,7 @@ def _checkpoint_to_resume(cfg: Config, out_dir: Path, info, fingerprints: dict, 
     resume_path = ckpt_mod.latest_checkpoint(ckpt_dir)
     ckpt = read_checkpoint(resume_path) if resume_path else None
     if ckpt and not check_settings(ckpt, resume_path, cfg, fingerprints["data_fingerprint"], on_change,
-                                   fingerprints["init_fingerprint"]):
+                                   fingerprints["init_fingerprint"], world_size=info.world_size):
         ckpt = None
         if info.is_main:
             discard_run(out_dir, ckpt_dir)
@@ -182,6 +182,11 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
     pc, run_dir, out_dir = cfg.pretrain, Path(run_dir), Path(out_dir)
     owns_group = not dist.is_initialized()
     info = init_distributed(device)
+    asked = pc.gpus_per_node * pc.nodes
+    if asked > 1 and info.world_size == 1:
+        log.warning("pretrain.gpus_per_node x nodes asks for %d processes but this one runs alone (WORLD_SIZE "
+                    "unset): start it with `python -m simcrop.train.launch --gpus-per-node %d --nodes %d -- "
+                    "pretrain ...` (what the workflow does) or torchrun", asked, pc.gpus_per_node, pc.nodes)
     try:
         dataset = _dataset(cfg, run_dir, manifest, sentences, preprocessed, qc)
         fingerprints = {"data_fingerprint": dataset.fingerprint(), "init_fingerprint": init_fingerprint(pc.init)}

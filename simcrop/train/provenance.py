@@ -6,6 +6,14 @@ with settings it never saw. Every key of `model` and `pretrain` shapes the weigh
 below, which only decide how often we log and save, how many processes feed the loader (the data of a
 step is a function of (seed, epoch, index), whatever the worker count), or whether alignment
 diagnostics are logged (computed without gradient, from no random number).
+
+The number of training processes does shape the weights: the global batch is batch_size x world size x
+accumulation, each rank reads every world_size-th sample of an epoch's permutation, and each rank has
+its own random stream. So the world size is a training setting, compared as the number of ranks that
+trained the checkpoint (its `rng_per_rank`) against the ranks of this run: `WORLD_SIZE`, however the run
+was started (the workflow's launcher, torchrun by hand). `pretrain.gpus_per_node` and `pretrain.nodes`
+themselves are not compared: they say how to start those processes, and 1 node x 4 GPUs trains exactly
+what 2 x 2 does. A checkpoint saved without per-rank states (not by the trainer) has no known world size.
 """
 from __future__ import annotations
 
@@ -17,8 +25,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 SECTIONS = ("model", "pretrain")
 NOT_TRAINING = {"pretrain.log_every", "pretrain.checkpoint_every", "pretrain.keep_every", "pretrain.num_workers",
-                "pretrain.diagnostics"}
+                "pretrain.diagnostics",
+                "pretrain.gpus_per_node", "pretrain.nodes"}   # how to launch; the world size is compared instead
 DATA_KEY = "training data"
+WORLD_KEY = "world size"   # DDP processes (ranks) that train the weights
 INIT_KEY = "pretrain.init contents"   # the same path may hold another encoder (its row was retrained)
 ON_CHANGE = ("fail", "restart")      # what to do with a checkpoint made with other settings
 
@@ -60,9 +70,11 @@ def init_fingerprint(path) -> str:
 
 def changed_settings(saved: dict, current: dict, saved_data: str | None = None,
                      current_data: str | None = None, saved_init: str | None = None,
-                     current_init: str | None = None) -> list[str]:
-    """`key: old -> new` for each training setting that differs, plus the training data and the init file's
-    contents when both fingerprints are known and differ. Keys missing on one side count as changed."""
+                     current_init: str | None = None, saved_world: int | None = None,
+                     current_world: int | None = None) -> list[str]:
+    """`key: old -> new` for each training setting that differs, plus the training data, the init file's
+    contents and the world size when both sides are known and differ. Keys missing on one side count as
+    changed."""
     old, new = training_settings(saved), training_settings(current)
     changes = []
     for key in sorted(set(old) | set(new)):
@@ -75,16 +87,21 @@ def changed_settings(saved: dict, current: dict, saved_data: str | None = None,
     if saved_init is not None and current_init is not None and saved_init != current_init:
         changes.append(f"{INIT_KEY}: the encoder file the run starts from changed "
                        f"(sha256 {saved_init[:12] or '<none>'} -> {current_init[:12] or '<none>'})")
+    if saved_world and current_world and int(saved_world) != int(current_world):
+        changes.append(f"{WORLD_KEY}: {int(saved_world)} -> {int(current_world)} processes (the global batch and "
+                       "each rank's data differ; pretrain.gpus_per_node x pretrain.nodes, or torchrun's)")
     return changes
 
 
 def check_settings(ckpt: dict, path, cfg, data_fingerprint: str, on_change: str,
-                   init_fp: str | None = None) -> bool:
+                   init_fp: str | None = None, world_size: int | None = None) -> bool:
     """True when the checkpoint may be resumed; False when it must be discarded (on_change "restart").
-    Raises SettingsChanged (on_change "fail") naming every changed key."""
+    Raises SettingsChanged (on_change "fail") naming every changed key. world_size: this run's ranks
+    (None: not compared)."""
     extra = ckpt.get("extra") or {}
     changes = changed_settings(ckpt.get("config") or {}, cfg.to_dict(), extra.get("data_fingerprint"),
-                               data_fingerprint, extra.get("init_fingerprint"), init_fp)
+                               data_fingerprint, extra.get("init_fingerprint"), init_fp,
+                               len(ckpt.get("rng_per_rank") or []) or None, world_size)
     if not changes:
         return True
     listing = "; ".join(changes)

@@ -4,19 +4,22 @@ from __future__ import annotations
 import json
 import logging
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
 from simcrop.data.datasets import EmptyDatasetError, PretrainDataset
 from simcrop.data.manifest import empty_row, write_manifest
+from simcrop.data.transforms import apply, sample_seed, seed_transform
+from simcrop.data.volume_io import load_preprocessed, read_preprocessed, write_preprocessed
+from simcrop.layout import Preprocessed
 
 CROP = (32, 32, 16)
 
 
-def make_run(root, n=5, shapes=None, not_qc=(), no_findings=(), missing=(), affine=None):
-    """n train volumes vol0.. plus one val volume; int16 HU including values outside [-1000, 1000]."""
+def make_run(root, n=5, shapes=None, not_qc=(), no_findings=(), missing=(), affine=None, fmt="nifti", masks=False):
+    """n train volumes vol0.. plus one val volume; int16 HU including values outside [-1000, 1000]; fmt: how
+    they are stored (preprocess.format); masks: lesion and organ maps beside them."""
     (root / "preprocessed" / "volumes").mkdir(parents=True)
     rows, lines, qc = [], [], []
     rng = np.random.default_rng(0)
@@ -30,8 +33,12 @@ def make_run(root, n=5, shapes=None, not_qc=(), no_findings=(), missing=(), affi
         if i not in missing:
             shape = (shapes or {}).get(i, (40, 40, 20))
             hu = rng.integers(-1200, 1200, size=shape).astype(np.int16)
-            nib.save(nib.Nifti1Image(hu, np.diag([3.0, 3.0, 6.0, 1.0]) if affine is None else affine),
-                     root / "preprocessed" / "volumes" / f"{vid}.nii.gz")
+            pre = Preprocessed(root / "preprocessed", fmt)
+            grid = np.diag([3.0, 3.0, 6.0, 1.0]) if affine is None else affine
+            write_preprocessed(pre.volume(vid), hu, grid)
+            if masks:
+                write_preprocessed(pre.mask(vid, "lesion"), rng.integers(0, 3, size=shape).astype(np.uint8), grid)
+                write_preprocessed(pre.mask(vid, "organ"), rng.integers(0, 6, size=shape).astype(np.uint8), grid)
         if i not in not_qc:
             qc.append(vid)
         sentences = [{"section": "impressions", "text": "Stable.", "start": 0, "end": 7, "lesion_ids": []}]
@@ -142,3 +149,69 @@ def test_labels_option_gives_the_rows_label_vector_and_drops_unlabelled(tmp_path
     _label_rows(root, {})
     with pytest.raises(EmptyDatasetError, match="4 no labels"):
         dataset(root, labels=True)
+
+
+# ---------------------------------------------------------------- crop first, then read (the training cache)
+
+def whole_volume_sample(ds, key) -> torch.Tensor:
+    """What the dataset gave before the crop-first read: the whole volume (and maps) read and scaled, then
+    the chain, seeded from the same (seed, epoch, index)."""
+    index, epoch = key
+    item = ds.items[index]
+    image = load_preprocessed(item["path"], ds.hu_window)
+    if ds.maps:
+        pre = Preprocessed(ds.preprocessed.root)
+        maps = [read_preprocessed(pre.mask(item["volume_id"], kind)) for kind in ("lesion", "organ")]
+        image = torch.cat([image, *(torch.from_numpy(m.astype(np.float32))[None] for m in maps)])
+    if ds.augment:
+        seed_transform(ds.transform, sample_seed(ds.seed, epoch, index))
+    return apply(ds.transform, image)
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_both_formats_give_the_samples_the_whole_volume_chain_gives(tmp_path, augment):
+    """Same seeds, same crops, flips, shifts and pads, bit for bit: from the cache or the NIfTI, crop first or
+    whole volume first; label maps ride along; a volume under the crop is padded (reflect, or air where
+    reflect cannot) as before."""
+    shapes = {0: (40, 40, 20), 1: (20, 10, 6), 2: (33, 45, 17), 3: (60, 36, 30)}
+    runs = {fmt: make_run(tmp_path / fmt, n=4, shapes=shapes, fmt=fmt, masks=True) for fmt in ("b2nd", "nifti")}
+    assert (tmp_path / "b2nd" / "preprocessed" / "volumes" / "vol0.b2nd").exists()
+    for pad_mode in ("reflect", "constant"):
+        settings = dict(augment=augment, seed=5, maps=True, pad_mode=pad_mode, flip_prob=0.5, intensity_shift_prob=0.5)
+        cache, nifti = (dataset(runs[fmt], **settings) for fmt in ("b2nd", "nifti"))
+        assert cache.items[0]["path"].endswith(".b2nd") and nifti.items[0]["path"].endswith(".nii.gz")
+        for key in [(i, epoch) for i in range(4) for epoch in range(3)]:
+            a, b = cache[key], nifti[key]
+            expected = whole_volume_sample(nifti, key)
+            assert a["image"].shape == (1, *CROP)
+            assert torch.equal(a["image"], expected[:1]) and torch.equal(b["image"], expected[:1]), (pad_mode, key)
+            assert torch.equal(a["lesion_map"], expected[1].round().short())
+            assert torch.equal(a["organ_map"], b["organ_map"])
+
+
+def test_training_decodes_only_the_chunks_under_its_crop(tmp_path):
+    """Every cache chunk the sample's crop does not touch is spoilt before the sample is read: the sample
+    still comes out, and equals the whole-volume chain on the intact data. The box is found independently,
+    by running the old chain on a volume of voxel positions."""
+    from cache_files import corrupt_chunks
+
+    from simcrop.data.volume_io import write_cache
+
+    shape = (96, 80, 48)
+    root = make_run(tmp_path, n=1, shapes={0: shape}, fmt="b2nd")
+    path = Preprocessed(root / "preprocessed").volume("vol0")
+    intact = read_preprocessed(path)
+    positions = torch.arange(np.prod(shape), dtype=torch.float32).reshape(1, *shape)
+    for augment, key in [(True, (0, 0)), (True, (0, 1)), (True, (0, 2)), (False, (0, 0))]:
+        write_cache(path, intact, np.diag([3.0, 3.0, 6.0, 1.0]), chunks=(16, 16, 16), blocks=(8, 8, 8))
+        ds = dataset(root, augment=augment, seed=1, scale_crop=(0.5, 0.7))
+        expected = whole_volume_sample(ds, key)
+        if augment:
+            seed_transform(ds.transform, sample_seed(ds.seed, key[1], key[0]))
+        used = apply(ds.transform, torch.cat([torch.zeros_like(positions), positions]))[1]   # channel 1: not shifted
+        voxels = np.stack(np.unravel_index(used[used >= 0].round().long().numpy(), shape), 1)
+        lo, hi = voxels.min(0), voxels.max(0) + 1
+        assert corrupt_chunks(path, lo, hi) > 0
+        with pytest.raises(ValueError, match="unreadable training cache"):
+            read_preprocessed(path)                                   # the whole volume is no longer readable
+        assert torch.equal(ds[key]["image"], expected[:1]), key

@@ -31,10 +31,11 @@ def run(tmp_path):
         rows.append(row)
     write_manifest(data.manifest, rows)
     pd.DataFrame({"volume_id": [f"v{i}" for i in range(6) if i != 1]}).to_csv(data.qc, index=False)
+    nifti = layout.Preprocessed(data.preprocessed.root, "nifti")     # preprocess.format: nifti
     for i in range(6):
         if i != 2:
-            _nifti(data.preprocessed.volume(f"v{i}"))
-    _nifti(data.preprocessed.mask("v5", "lesion"))
+            _nifti(nifti.volume(f"v{i}"))
+    _nifti(nifti.mask("v5", "lesion"))
     sentence = [{"section": "findings", "text": "A nodule.", "start": 0, "end": 9}]
     with open(data.sentences, "w") as handle:
         for i in range(6):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import simcrop_kernels
-from simcrop_kernels import TopKResult, topk_similarity
+from simcrop_kernels import TopKResult, testing, topk_similarity
 from simcrop_kernels import dispatch
 
 
@@ -20,12 +20,24 @@ def test_auto_uses_reference_on_cpu_and_chunked_when_big(make_inputs, monkeypatc
     assert dispatch.resolve_backend("auto", S, P, pairs=12) == "chunked"
 
 
+@pytest.mark.skipif(testing.on_cuda(), reason="an interpreter session only (the CUDA run switches it off)")
 def test_auto_on_cpu_never_picks_the_interpreter(make_inputs):
     # conftest sets TRITON_INTERPRET=1 for the whole session; other packages' CPU tests must stay fast
     S, P = make_inputs(4, 3, 20, 8)
     assert dispatch.interpreter_requested()
     assert dispatch.resolve_backend("auto", S, P, pairs=4) == "reference"
     assert dispatch.resolve_backend("triton", S, P, pairs=4) == "triton"
+
+
+@pytest.mark.skipif(not testing.on_cuda(), reason=f"CUDA only ({testing.ENV}=cuda)")
+def test_auto_picks_triton_for_cuda_tensors(make_inputs):
+    S, P = make_inputs(4, 3, 20, 8)
+    S, P = S.cuda(), P.cuda()
+    assert not dispatch.interpreter_requested()
+    assert dispatch.resolve_backend("auto", S, P, pairs=4) == "triton"
+    auto = topk_similarity(S, P, 4, mode="all")
+    reference = topk_similarity(S.cpu(), P.cpu(), 4, mode="all", backend="reference")
+    assert torch.equal(auto.indices.cpu(), reference.indices)
 
 
 def test_triton_on_cpu_without_interpreter_raises(make_inputs, monkeypatch):

@@ -1,13 +1,17 @@
-"""Triton kernels in the CPU interpreter against a float64 reference (tiny shapes: ~1 s per program).
+"""Triton kernels against a float64 reference: in the CPU interpreter (tiny shapes: ~1 s per program), or
+compiled on CUDA with SIMCROP_KERNEL_DEVICE=cuda (simcrop_kernels.testing). Inputs are built on the CPU and
+moved to the device inside `_run` (results come back), so every test reads the same on both.
 
-bf16 `tl.dot` is wrong in the interpreter, so bf16 is exercised only on CUDA."""
+bf16 `tl.dot` is wrong in the interpreter, so bf16 is a `kernel_dtype` (conftest) on CUDA only."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from simcrop_kernels import topk_similarity
+from simcrop_kernels import TopKResult, testing, topk_similarity
 from simcrop_kernels.reference import pool_from_indices, select_topk
+
+DEVICE = torch.device(testing.device())
 
 S2V = torch.tensor([1, 0, 0, 2, 1, 1, 0, 2, 2, 0, 1, 0, 2])
 
@@ -22,9 +26,16 @@ def _ref_sims(S, P, mode, s2v):
     return sims[torch.arange(S.shape[0]), s2v] if mode == "own" else sims
 
 
+def _to(x, device):
+    return x.to(device) if isinstance(x, torch.Tensor) else x
+
+
 def _run(S, P, k, mode, s2v, **kw):
-    return topk_similarity(S, P, k, mode=mode, sentence_to_volume=s2v if mode == "own" else None,
-                           backend="triton", **kw)
+    """The Triton path on the test device; CPU tensors in, CPU tensors out (differentiable moves)."""
+    kw = {name: _to(value, DEVICE) for name, value in kw.items()}
+    res = topk_similarity(_to(S, DEVICE), _to(P, DEVICE), k, mode=mode,
+                          sentence_to_volume=_to(s2v, DEVICE) if mode == "own" else None, backend="triton", **kw)
+    return TopKResult(*(_to(x, "cpu") for x in res))
 
 
 def _separated(Ns, V, N, D, dtype, seed=0):
@@ -41,10 +52,9 @@ def _separated(Ns, V, N, D, dtype, seed=0):
 
 
 @pytest.mark.parametrize("mode", ["own", "all"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-def test_well_separated_scores_give_identical_indices(mode, dtype):
+def test_well_separated_scores_give_identical_indices(mode, kernel_dtype):
     Ns, V, N, D, K = 6, 2, 90, 24, 8
-    S, P = _separated(Ns, V, N, D, dtype)
+    S, P = _separated(Ns, V, N, D, kernel_dtype)
     s2v = _s2v(Ns, V)
     res = _run(S, P, K, mode, s2v)
     ref_idx, ref_val = select_topk(_ref_sims(S, P, mode, s2v), K)
@@ -54,10 +64,9 @@ def test_well_separated_scores_give_identical_indices(mode, dtype):
 
 
 @pytest.mark.parametrize("mode", ["own", "all"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-def test_random_inputs_close_values_and_valid_selection(mode, dtype, make_inputs):
+def test_random_inputs_close_values_and_valid_selection(mode, kernel_dtype, make_inputs):
     Ns, V, N, D, K = 7, 2, 150, 40, 16
-    S, P = make_inputs(Ns, V, N, D, dtype, seed=4)
+    S, P = make_inputs(Ns, V, N, D, kernel_dtype, seed=4)
     s2v = _s2v(Ns, V)
     res = _run(S, P, K, mode, s2v)
     sims = _ref_sims(S, P, mode, s2v)
@@ -152,6 +161,7 @@ def test_custom_ops_opcheck_and_compile(make_inputs):
     import simcrop_kernels.topk_triton  # noqa: F401  (the ops register when the module is imported)
 
     S, P = make_inputs(3, 2, 20, 16, torch.float32, seed=10)
+    S, P = S.to(DEVICE), P.to(DEVICE)
     Sg, Pg = S.clone().requires_grad_(), P.clone().requires_grad_()
     torch.library.opcheck(torch.ops.simcrop_kernels.topk_sim_fwd.default, (Sg, Pg, 4, None, None, True),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
@@ -175,7 +185,8 @@ def test_package_attribute_stays_the_function():
     assert callable(simcrop_kernels.topk_similarity) and simcrop_kernels.topk_similarity is topk_similarity
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 tl.dot is wrong in the interpreter; CUDA only")
+@pytest.mark.skipif(not testing.on_cuda(), reason="bf16 tl.dot is wrong in the interpreter; CUDA only "
+                    f"({testing.ENV}=cuda)")
 def test_bfloat16_on_cuda(make_inputs):
     S, P = make_inputs(40, 3, 700, 96, torch.bfloat16, seed=11)
     S, P = S.cuda(), P.cuda()

@@ -134,4 +134,4 @@ def test_shard_quarantines_door_problems_and_keeps_every_good_volume(shared_data
     for volume_id, (_, _, start, detail) in bad.items():
         assert reasons[volume_id].startswith(start) and detail in reasons[volume_id], (volume_id, reasons[volume_id])
     assert sorted(pd.read_csv(result["qc"], dtype={"volume_id": str})["volume_id"]) == sorted(good)
-    assert all((tmp_path / "out" / "volumes" / f"{v}.nii.gz").exists() for v in good)
+    assert all((tmp_path / "out" / "volumes" / f"{v}.b2nd").exists() for v in good)     # preprocess.format

@@ -32,11 +32,13 @@ def test_data_half_end_to_end(repo_root, tmp_path, tiny_config_file, tiny_config
     assert set(qc.volume_id) | set(quarantine.volume_id) == set(manifest.volume_id)
     assert len(run.preprocessed.shard_qc_files()) == -(-len(manifest) // 3)
 
-    # Outputs are int16 RAS at the configured spacing.
-    volume = nib.load(run.preprocessed.volume(qc.volume_id.iloc[0]))
-    assert volume.get_data_dtype() == "int16"
+    # Outputs are int16 RAS at the configured spacing, in the training cache (preprocess.format: b2nd).
+    from simcrop.data.volume_io import open_preprocessed
+
+    volume = open_preprocessed(run.preprocessed.volume(qc.volume_id.iloc[0]))
+    assert volume.format == "b2nd" and volume.dtype == "int16"
     assert nib.aff2axcodes(volume.affine) == ("R", "A", "S")
-    assert volume.header.get_zooms() == pytest.approx((6.0, 6.0, 10.0))
+    assert tuple(volume.spacing) == pytest.approx((6.0, 6.0, 10.0))
 
     lines = [json.loads(line) for line in run.sentences.read_text().splitlines()]
     assert {row["volume_id"] for row in lines} <= set(manifest.volume_id)

@@ -13,7 +13,7 @@ from simcrop.data.ingest import ingest
 from simcrop.data.manifest import MANIFEST_COLUMNS, read_manifest
 from simcrop.data.preprocess import preprocess_volume
 from simcrop.data.synthetic.downstream import write_luna16
-from simcrop.data.volume_io import load_itk, load_nifti
+from simcrop.data.volume_io import load_itk, load_nifti, read_preprocessed
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_ingest_and_preprocess(sample, tmp_path):
     assert report["splits"]["test"]["volumes"] == 2 and report["masks_written"] == 6
     frame = read_manifest(tmp_path / "manifest.csv")
     record = preprocess_volume(frame.iloc[0], tmp_path / "pre", PreprocessConfig(spacing=[9.0, 9.0, 12.0]))
-    assert set(np.unique(load_nifti(record["organ_output"]).array)) == {0, 1, 2, 3}
+    assert set(np.unique(read_preprocessed(record["organ_output"]))) == {0, 1, 2, 3}
 
 
 def test_mhd_without_raw(sample, tmp_path):
