@@ -5,7 +5,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 CORES   ?= 2
-PINS    := torch==2.13.0 triton==3.7.1
+PINS    := torch==2.13.0 triton==3.7.1 blosc2==4.12.0
 STAMP   := $(VENV)/.installed
 
 .PHONY: demo test bench lint repro clean venv mechanism mechanism-ablations gpu-check
