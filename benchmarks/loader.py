@@ -35,7 +35,7 @@ from simcrop.data.manifest import empty_row, write_manifest
 from simcrop.data.preprocess import preprocess_volume
 from simcrop.data.synthetic.corpus import reconstruct
 from simcrop.data.transforms import apply, sample_seed, seed_transform
-from simcrop.data.volume_io import load_preprocessed
+from simcrop.data.preprocessed_io import load_preprocessed
 
 GOAL = 6.0
 ROUNDS = 3

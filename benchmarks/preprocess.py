@@ -38,6 +38,7 @@ import torch
 
 from simcrop.config import PreprocessConfig
 from simcrop.data import volume_io
+from simcrop.data.preprocessed_io import write_preprocessed
 from simcrop.data.preprocess import output_paths, preprocess_volume, to_hu, to_output_grid, validate
 from simcrop.data.qc import qc_stats
 from simcrop.data.resample import resample
@@ -126,10 +127,8 @@ def _floor(path: Path, fmt: str):
 
 def _write(image, affine, out_dir: Path, cfg: PreprocessConfig) -> None:
     """The volume alone, with the writer and format preprocess_volume uses."""
-    fmt = getattr(cfg, "format", None)
-    path = output_paths(out_dir, "write_stage", fmt)["image"] if fmt else output_paths(out_dir, "write_stage")["image"]
-    writer = getattr(volume_io, "write_preprocessed", None) or volume_io.write_nifti
-    writer(path, image, affine, cfg.compress_level)
+    path = output_paths(out_dir, "write_stage", cfg.format)["image"]
+    write_preprocessed(path, image, affine, cfg.compress_level)
 
 
 def _clock(times: dict, name: str, fn, *args):

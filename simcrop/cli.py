@@ -150,7 +150,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_export_volume(args) -> int:
-    from simcrop.data.volume_io import export_nifti
+    from simcrop.data.preprocessed_io import export_nifti
 
     try:
         out = export_nifti(Path(args.volume), Path(args.out))

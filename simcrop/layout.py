@@ -39,7 +39,7 @@ TEXT_TASKS = ("zeroshot", "retrieval", "grounding")    # evaluate/<row>/<task>.j
 FEATURES = "features"             # evaluate/<row>/probe/<dataset>/features.json: the probe's one feature pass
 # preprocess.format: how preprocessed volumes and masks are stored. b2nd (default): a blosc2 NDArray, int16,
 # zstd + byte shuffle, chunked so that a training crop decodes only the chunks under it, its affine in the
-# file's own metadata; nifti: gzip NIfTI-1. simcrop.data.volume_io reads either (the format from the suffix).
+# file's own metadata; nifti: gzip NIfTI-1. simcrop.data.preprocessed_io reads either (the format from the suffix).
 VOLUME_FORMATS = ("b2nd", "nifti")
 VOLUME_SUFFIXES = {"b2nd": ".b2nd", "nifti": ".nii.gz"}
 

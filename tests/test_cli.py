@@ -56,7 +56,7 @@ def test_export_volume_writes_a_cached_volume_as_nifti(tmp_path, caplog):
     import nibabel as nib
     import numpy as np
 
-    from simcrop.data.volume_io import write_cache
+    from simcrop.data.preprocessed_io import write_cache
 
     affine = np.diag([1.5, 1.5, 3.0, 1.0])
     affine[:3, 3] = [-150.0, -140.0, -310.0]

@@ -8,7 +8,7 @@
 
 It keeps the volumes of one split that are in qc.csv, exist and have at least one Findings sentence
 (`simcrop.data.selection`, the filter every step shares), and says how many it dropped for which reason.
-Images are read by `simcrop.data.volume_io.load_preprocessed` with `hu_window` (default [-1000, 1000]:
+Images are read by `simcrop.data.preprocessed_io.load_preprocessed` with `hu_window` (default [-1000, 1000]:
 HU / 1000; the caller passes preprocess.hu_window). A sample's crop box is drawn from the stored shape
 first (`transforms.crop_box`) and only that box is read: from the `.b2nd` training cache only the blocks
 under it are decompressed; the sample equals the transform chain run on the whole volume. With labels=True
@@ -35,7 +35,7 @@ from simcrop.data.manifest import labels_of, read_manifest
 from simcrop.data.selection import select_volumes
 from simcrop.data.transforms import (after_crop, crop_box, eval_transform, sample_seed, seed_transform,
                                      smaller_axes, train_transform)
-from simcrop.data.volume_io import DEFAULT_HU_WINDOW, load_preprocessed, open_preprocessed
+from simcrop.data.preprocessed_io import DEFAULT_HU_WINDOW, load_preprocessed, open_preprocessed
 
 MASK_STREAM = 1                        # sample_seed stream of a report's MLM mask (0: augmentation)
 

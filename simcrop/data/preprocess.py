@@ -40,7 +40,8 @@ from simcrop.data.manifest import read_manifest, safe_volume_id
 from simcrop.data.qc import implausible_hu, qc_stats
 from simcrop.data.quarantine import QUARANTINE_COLUMNS, BadVolume, QuarantineRecord
 from simcrop.data.resample import METHOD_VERSION, output_grid, resample
-from simcrop.data.volume_io import input_mtime, load_nifti, load_volume, write_preprocessed
+from simcrop.data.volume_io import input_mtime, load_nifti, load_volume
+from simcrop.data.preprocessed_io import write_preprocessed
 from simcrop.io import DataError, remove_stale_temp_files, write_csv_atomic, write_json_atomic
 from simcrop.layout import VOLUME_FORMATS, Preprocessed, num_shards
 

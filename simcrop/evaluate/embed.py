@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from simcrop.config import Config, ModelConfig, from_dict
 from simcrop.data.transforms import PadTo, after_crop, apply, crop_box, eval_transform
-from simcrop.data.volume_io import DEFAULT_HU_WINDOW, load_preprocessed, preprocessed_header, read_preprocessed
+from simcrop.data.preprocessed_io import (DEFAULT_HU_WINDOW, load_preprocessed, preprocessed_header,
+                                         read_preprocessed)
 from simcrop.evaluate import feature_cache
 from simcrop.model.alignment import sentence_features
 from simcrop.model.factory import build_collate, build_pretrain_model

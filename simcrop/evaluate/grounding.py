@@ -29,7 +29,7 @@ import torch
 
 from simcrop_kernels import topk_similarity
 from simcrop.data.manifest import read_manifest
-from simcrop.data.volume_io import DEFAULT_HU_WINDOW, preprocessed_header
+from simcrop.data.preprocessed_io import DEFAULT_HU_WINDOW, preprocessed_header
 from simcrop.evaluate.bootstrap import LEVEL, N_BOOT, ClusterBootstrap
 from simcrop.evaluate.cases import add_features, lesion_mask_path, load_context, report_items
 from simcrop.evaluate.embed import (NotApplicableError, encode_reports, encode_sentences, encode_volumes, load_crop,

@@ -14,7 +14,7 @@ import numpy as np
 
 from simcrop import layout
 from simcrop.data.selection import select_volumes
-from simcrop.data.volume_io import read_preprocessed
+from simcrop.data.preprocessed_io import read_preprocessed
 from simcrop.io import atomic_path
 
 DISPLAY_WINDOW_HU = (-1000.0, 400.0)   # one window that shows lung texture and mediastinum

@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from simcrop.data.transforms import apply, eval_transform
-from simcrop.data.volume_io import DEFAULT_HU_WINDOW, load_preprocessed
+from simcrop.data.preprocessed_io import DEFAULT_HU_WINDOW, load_preprocessed
 from simcrop.evaluate import feature_cache
 from simcrop.evaluate.tiling import tile_batches, tiling
 from simcrop.model.vit3d import VisionTransformer3D, build_vit

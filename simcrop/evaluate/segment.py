@@ -42,7 +42,7 @@ from simcrop.data.downstream_labels import BTCV_ORGANS, LUNA16_ORGANS
 from simcrop.data.selection import usable_volumes
 from simcrop.data.splits import nested_fractions, split_ids
 from simcrop.data.transforms import AIR, sample_seed
-from simcrop.data.volume_io import DEFAULT_HU_WINDOW, hu_scale, read_preprocessed
+from simcrop.data.preprocessed_io import DEFAULT_HU_WINDOW, hu_scale, read_preprocessed
 from simcrop.evaluate.metrics import MEAN_DICE, DiceAccumulator, json_safe
 from simcrop.evaluate.probe_features import build_encoder
 from simcrop.io import write_json_atomic

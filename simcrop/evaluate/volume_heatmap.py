@@ -6,7 +6,7 @@ a pre-training checkpoint → per sentence a PNG and a float32 NIfTI heat map on
     raw volume ──load_volume──► HU, RAS affine ──validate──► resample to preprocess.spacing (+ size),
         clip to hu_window, int16        (simcrop.data.preprocess, steps 1-3, in memory: nothing is written
                                          into the run; a raw NIfTI is taken to be in HU)
-      ──► scaled HU [-1, 1] on the preprocessed RAS grid (`volume_io.load_preprocessed`, as training)
+      ──► scaled HU [-1, 1] on the preprocessed RAS grid (`preprocessed_io.load_preprocessed`, as training)
       ──► pad (pretrain.pad_mode, symmetric, as the eval chain) and tile with model.img_size crops,
           stride half a crop (a multiple of the patch), so every voxel is seen, not only the centre crop
       ──► per tile: patch features (N, D) · sentence (D,) = cosine per patch; the tiles' patches share one
@@ -48,8 +48,9 @@ import torch
 from simcrop.config import PreprocessConfig
 from simcrop.data.preprocess import to_output_grid, validate
 from simcrop.data.quarantine import BadVolume
-from simcrop.data.volume_io import (load_preprocessed, load_volume, preprocessed_header, read_preprocessed,
-                                    scale_hu, write_nifti)
+from simcrop.data.volume_io import load_volume, write_nifti
+from simcrop.data.preprocessed_io import (load_preprocessed, preprocessed_header, read_preprocessed,
+                                         scale_hu)
 from simcrop.evaluate.embed import NotApplicableError, encode_sentences, feature_kind, load_model, patch_features
 from simcrop.evaluate.heatmap import orthogonal_figure
 from simcrop.evaluate.tiling import Tiling, tile_batches, tiling  # noqa: F401  (Tiling, tiling: re-exported)

@@ -11,7 +11,7 @@ import torch
 from simcrop.data.datasets import EmptyDatasetError, PretrainDataset
 from simcrop.data.manifest import empty_row, write_manifest
 from simcrop.data.transforms import apply, sample_seed, seed_transform
-from simcrop.data.volume_io import load_preprocessed, read_preprocessed, write_preprocessed
+from simcrop.data.preprocessed_io import load_preprocessed, read_preprocessed, write_preprocessed
 from simcrop.layout import Preprocessed
 
 CROP = (32, 32, 16)
@@ -195,7 +195,7 @@ def test_training_decodes_only_the_chunks_under_its_crop(tmp_path):
     by running the old chain on a volume of voxel positions."""
     from cache_files import corrupt_chunks
 
-    from simcrop.data.volume_io import write_cache
+    from simcrop.data.preprocessed_io import write_cache
 
     shape = (96, 80, 48)
     root = make_run(tmp_path, n=1, shapes={0: shape}, fmt="b2nd")

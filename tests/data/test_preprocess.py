@@ -16,7 +16,7 @@ from simcrop.data.preprocess import (QC_COLUMNS, TooManyBadVolumes, gather_shard
                                      preprocess_volume)
 from simcrop.data.qc import body_mask
 from simcrop.data.quarantine import QUARANTINE_COLUMNS, BadVolume
-from simcrop.data.volume_io import preprocessed_header, read_preprocessed
+from simcrop.data.preprocessed_io import preprocessed_header, read_preprocessed
 from simcrop.layout import VOLUME_FORMATS, DataDir, Preprocessed
 
 CENTRE = np.array([12.3, -20.7, 35.1])          # world mm (RAS) of the planted sphere
@@ -384,7 +384,7 @@ def test_gather_cli_stops_in_one_line_past_max_bad_fraction(tmp_path):
 def test_cache_file_is_int16_zstd_shuffle_chunked_with_its_geometry_inside(tmp_path):
     import blosc2
 
-    from simcrop.data.volume_io import CACHE_BLOCKS, CACHE_CHUNKS
+    from simcrop.data.preprocessed_io import CACHE_BLOCKS, CACHE_CHUNKS
 
     path = tmp_path / "v.nii.gz"
     affine = np.diag([-1.5, -1.5, 3.0, 1.0])

@@ -33,7 +33,7 @@ def test_data_half_end_to_end(repo_root, tmp_path, tiny_config_file, tiny_config
     assert len(run.preprocessed.shard_qc_files()) == -(-len(manifest) // 3)
 
     # Outputs are int16 RAS at the configured spacing, in the training cache (preprocess.format: b2nd).
-    from simcrop.data.volume_io import open_preprocessed
+    from simcrop.data.preprocessed_io import open_preprocessed
 
     volume = open_preprocessed(run.preprocessed.volume(qc.volume_id.iloc[0]))
     assert volume.format == "b2nd" and volume.dtype == "int16"

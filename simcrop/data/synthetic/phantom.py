@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .shapes import Frame, ellipsoid, paint_tube, smooth_noise, superellipse_radius
+from .shapes import Frame, paint_tube, smooth_noise, superellipse_radius
 
 # Output organ map values (uint8), the segmentation ground truth of the corpus.
 ORGAN_LABELS: dict[str, int] = {"right_lung": 1, "left_lung": 2, "airway": 3, "heart": 4, "aorta": 5, "bone": 6}

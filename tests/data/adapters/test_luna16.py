@@ -13,7 +13,8 @@ from simcrop.data.ingest import ingest
 from simcrop.data.manifest import MANIFEST_COLUMNS, read_manifest
 from simcrop.data.preprocess import preprocess_volume
 from simcrop.data.synthetic.downstream import write_luna16
-from simcrop.data.volume_io import load_itk, load_nifti, read_preprocessed
+from simcrop.data.volume_io import load_itk, load_nifti
+from simcrop.data.preprocessed_io import read_preprocessed
 
 
 @pytest.fixture(scope="module")
