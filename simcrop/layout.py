@@ -221,7 +221,7 @@ class Run(DataDir):
 
     def benchmark(self, rule: str, *job: str) -> Path:
         """`benchmarks/<rule>/.../<job>.tsv`: Snakemake's `benchmark:` file (the report reads the rule from
-        the first folder, simcrop.evaluate.report.read_benchmarks)."""
+        the first folder, simcrop.evaluate.results_collect.read_benchmarks)."""
         return self.benchmarks.joinpath(rule, *job[:-1], f"{job[-1]}.tsv")
 
 

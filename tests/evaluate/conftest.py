@@ -4,6 +4,9 @@ Run layout (what ingest, preprocess and sentences leave): manifest.csv, qc.csv, 
 preprocessed/volumes/<id>.nii.gz, preprocessed/masks/<id>.lesion.nii.gz. Test split: scan t0_a with two
 reconstructions (t0_a_1, t0_a_2) and scans t1_a, t2_a; one train volume. Volumes are 36 x 36 x 18 so the
 model's 32 x 32 x 16 centre crop cuts 2 x 2 x 1 voxels from each side.
+
+Also the results reports of hand-written runs of evaluation JSON files (builders in
+tests/support/report_runs.py), shared by test_report.py and test_results_*.py.
 """
 from __future__ import annotations
 
@@ -17,8 +20,11 @@ import torch
 
 from simcrop.config import from_dict
 from simcrop.data.manifest import empty_row, write_manifest
+from simcrop.evaluate.report import write_report
 from simcrop.model.factory import build_pretrain_model
 from simcrop.train.checkpoint import save_checkpoint
+
+from report_runs import build_controls_run, build_probe_ci_run, build_results_run
 
 SHAPE = (36, 36, 18)
 VOLUMES = [  # volume_id, scan_id, split, lesion box (x0, x1, y0, y1, z0, z1) or None, labels
@@ -100,3 +106,28 @@ def checkpoints(tmp_path_factory, text_encoder) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpt")
     return {objective: make_checkpoint(root / objective / "last.pt", text_encoder, objective)
             for objective in ("simcrop", "clip", "mae")}
+
+
+@pytest.fixture(scope="session")
+def results_run(tmp_path_factory) -> Path:
+    return build_results_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="session")
+def results_report(results_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return out, write_report(results_run, out, n_heatmaps=3, title="Test run")
+
+
+@pytest.fixture(scope="session")
+def controls_report(tmp_path_factory):
+    run = build_controls_run(tmp_path_factory.mktemp("controls_run"))
+    out = tmp_path_factory.mktemp("controls_report")
+    return out, write_report(run, out, n_heatmaps=0)
+
+
+@pytest.fixture(scope="session")
+def probe_ci_report(tmp_path_factory):
+    run, tests = build_probe_ci_run(tmp_path_factory.mktemp("probe_ci_run"))
+    out = tmp_path_factory.mktemp("probe_ci_report")
+    return out, write_report(run, out, n_heatmaps=0), tests

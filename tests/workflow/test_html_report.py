@@ -25,8 +25,9 @@ import yaml
 
 from simcrop import layout
 from simcrop.evaluate.bootstrap import format_interval
-from simcrop.evaluate.report import (benchmarks_report, heatmaps_report, html_report, read_benchmarks,
-                                     results_table)
+from simcrop.evaluate.results_collect import read_benchmarks
+from simcrop.evaluate.results_pages import benchmarks_report, heatmaps_report, html_report
+from simcrop.evaluate.results_table import results_table
 
 pytestmark = pytest.mark.slow
 
