@@ -5,21 +5,24 @@
 
 Synthesises a thorax-like int16 HU volume (default 512 x 512 x 300 at 0.7 x 0.7 x 1 mm, LPS, gzip NIfTI;
 the synthetic corpus's soft-kernel noise), preprocesses it through the real `preprocess_volume` to
-1.5 x 1.5 x 3 mm in both `preprocess.format`s, then times the real `PretrainDataset` (ViT-B crop 224 x 224 x
-112, the training augmentation: random scale crop, pad, random crop, flips, intensity shift) on each, one
-thread, the same (seed, epoch, index) keys, so both formats produce the same crops (checked: the samples
-must be identical). Also timed: the previous loader path (the whole volume decoded and scaled, then the
-MONAI chain) on the NIfTI, what the dataset did before the crop-first read. Each loader runs in three
-runs of consecutive samples (a training worker's steady state), the runs of the three interleaved; a sample
-is timed as CPU time of this single-threaded process (torch and blosc2 on one thread) and the median per
-sample is reported: samples per CPU second, i.e. per core, little disturbed by other processes on a shared
-machine. Prints samples/s per core, ms per sample, bytes on disk per volume, and the ratios of the cache
-to the NIfTI through the same dataset and to the previous loader (goal >= 6x). `--json OUT` writes the
-figures (nifti_samples_per_s, cache_samples_per_s, ratio, nifti_bytes, cache_bytes, ...).
+1.5 x 1.5 x 3 mm as gzip NIfTI and as the `.b2nd` cache in each `preprocess.cache_codec` (lz4hc, the
+default; zstd; lz4), then times the real `PretrainDataset` (ViT-B crop 224 x 224 x 112, the training
+augmentation: random scale crop, pad, random crop, flips, intensity shift) on each, one thread, the same
+(seed, epoch, index) keys, so every file gives the same crops (checked: the samples must be identical).
+Also timed: the previous loader path (the whole volume decoded and scaled, then the MONAI chain) on the
+NIfTI, what the dataset did before the crop-first read. Each loader runs in three runs of consecutive
+samples (a training worker's steady state: each sample is dropped once its digest is taken, as a worker
+hands it on), the runs of the loaders interleaved; a sample is timed as CPU time of this single-threaded
+process (torch and blosc2 on one thread) and the median per sample is reported: samples per CPU second,
+i.e. per core, little disturbed by other processes on a shared machine. Prints samples/s per core, ms per
+sample, bytes on disk per volume, and the ratios of the default cache to the NIfTI through the same
+dataset and to the previous loader (goal >= 6x). `--json OUT` writes the figures (nifti_samples_per_s,
+cache_samples_per_s, ratio, nifti_bytes, cache_bytes, codecs, ...).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import tempfile
 import time
@@ -33,11 +36,13 @@ from simcrop.config import PreprocessConfig
 from simcrop.data.datasets import PretrainDataset
 from simcrop.data.manifest import empty_row, write_manifest
 from simcrop.data.preprocess import preprocess_volume
+from simcrop.data.preprocessed_io import CACHE_CODECS
 from simcrop.data.synthetic.corpus import reconstruct
 from simcrop.data.transforms import apply, sample_seed, seed_transform
 from simcrop.data.preprocessed_io import load_preprocessed
 
 GOAL = 6.0
+CACHES = {"cache" if codec == CACHE_CODECS[0] else f"cache_{codec}": codec for codec in CACHE_CODECS}
 ROUNDS = 3
 FULL = dict(shape=(512, 512, 300), input_spacing=(0.7, 0.7, 1.0), spacing=(1.5, 1.5, 3.0), crop=(224, 224, 112),
             samples=30)
@@ -88,12 +93,13 @@ def make_run(root: Path, settings: dict) -> dict:
                                                       "sentences": [sentence]}) + "\n")
     (root / "qc.csv").write_text("volume_id\nv0\n")
     out = {}
-    for fmt in ("nifti", "b2nd"):
-        cfg = PreprocessConfig(spacing=list(settings["spacing"]), format=fmt)
+    for name in ("nifti", *CACHES):                    # the NIfTI, and the cache in every codec
+        fmt, codec = ("nifti", CACHE_CODECS[0]) if name == "nifti" else ("b2nd", CACHES[name])
+        cfg = PreprocessConfig(spacing=list(settings["spacing"]), format=fmt, cache_codec=codec)
         start = time.perf_counter()
-        record = preprocess_volume(row, root / fmt, cfg)
-        out[fmt] = {"path": Path(record["output"]), "bytes": Path(record["output"]).stat().st_size,
-                    "preprocess_s": time.perf_counter() - start, "shape": record["output_shape"]}
+        record = preprocess_volume(row, root / name, cfg)
+        out[name] = {"path": Path(record["output"]), "bytes": Path(record["output"]).stat().st_size,
+                     "preprocess_s": time.perf_counter() - start, "shape": record["output_shape"]}
     return out
 
 
@@ -120,33 +126,38 @@ def run(settings: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="simcrop_loader_") as tmp:
         root = Path(tmp)
         files = make_run(root, settings)
-        nifti, cache = dataset(root, "nifti", crop), dataset(root, "b2nd", crop)
-        loaders = {"whole": lambda key: whole_volume(nifti, key), "nifti": lambda key: nifti[key]["image"],
-                   "cache": lambda key: cache[key]["image"]}
+        sets = {name: dataset(root, name, crop) for name in ("nifti", *CACHES)}
+        loaders = {"whole": lambda key: whole_volume(sets["nifti"], key)}
+        loaders.update({name: (lambda key, ds=ds: ds[key]["image"]) for name, ds in sets.items()})
         for load in loaders.values():
             load((0, 10_000))                          # warm-up: first open, lazy imports
         seconds = {name: [] for name in loaders}
-        images = {name: [] for name in loaders}
+        digests = {name: {} for name in loaders}
         names, rounds = list(loaders), min(ROUNDS, n)
         for r in range(rounds):                        # each loader in runs of consecutive samples (a training
-            for name in names[r % 3:] + names[:r % 3]:     # worker's steady state), the runs interleaved
+            for name in names[r:] + names[:r]:         # worker's steady state), the runs interleaved
                 for key in keys(n)[r::rounds]:
                     start = time.process_time()        # CPU seconds of this (single-threaded) process
-                    images[name].append((key, loaders[name](key)))
+                    image = loaders[name](key)
                     seconds[name].append(time.process_time() - start)
-        images = {name: [image for _, image in sorted(pairs, key=lambda p: p[0])] for name, pairs in images.items()}
+                    # a worker hands each sample on and drops it: keep a digest, not the 22 MB tensor (holding
+                    # them all would time fresh-page faults, not the loader)
+                    digests[name][key] = hashlib.sha256(image.numpy().tobytes()).hexdigest()
+                    del image
     median = {name: float(np.median(times)) for name, times in seconds.items()}
-    identical = all(torch.equal(a, b) and torch.equal(a, c)
-                    for a, b, c in zip(images["nifti"], images["cache"], images["whole"]))
+    identical = all(digests[name] == digests["whole"] for name in loaders)
     return {
         "nifti_samples_per_s": 1 / median["nifti"], "cache_samples_per_s": 1 / median["cache"],
         "ratio": median["nifti"] / median["cache"], "goal_ratio": GOAL,
-        "nifti_bytes": files["nifti"]["bytes"], "cache_bytes": files["b2nd"]["bytes"],
+        "nifti_bytes": files["nifti"]["bytes"], "cache_bytes": files["cache"]["bytes"],
+        "cache_codec": CACHE_CODECS[0],
+        "codecs": {codec: {"samples_per_s": 1 / median[name], "bytes": files[name]["bytes"],
+                           "ratio": median["nifti"] / median[name]} for name, codec in CACHES.items()},
         "whole_volume_samples_per_s": 1 / median["whole"], "ratio_vs_whole_volume": median["whole"] / median["cache"],
         "identical_samples": bool(identical), "samples": n, "threads": 1, "statistic": "median CPU seconds per sample",
         "mean_ms": {name: round(1000 * float(np.mean(times)), 2) for name, times in seconds.items()},
         "input_shape": list(settings["shape"]), "input_spacing": list(settings["input_spacing"]),
-        "spacing": list(settings["spacing"]), "preprocessed_shape": files["b2nd"]["shape"], "crop": list(crop),
+        "spacing": list(settings["spacing"]), "preprocessed_shape": files["cache"]["shape"], "crop": list(crop),
         "preprocess_s": {fmt: round(files[fmt]["preprocess_s"], 3) for fmt in files},
     }
 
@@ -154,14 +165,15 @@ def run(settings: dict) -> dict:
 def table(r: dict) -> str:
     rows = [("nifti .nii.gz, whole volume (before)", r["whole_volume_samples_per_s"], r["nifti_bytes"]),
             ("nifti .nii.gz", r["nifti_samples_per_s"], r["nifti_bytes"]),
-            ("cache .b2nd", r["cache_samples_per_s"], r["cache_bytes"])]
+            *((f"cache .b2nd, {codec}" + (" (default)" if codec == r["cache_codec"] else ""),
+               c["samples_per_s"], c["bytes"]) for codec, c in r["codecs"].items())]
     shape = "x".join(map(str, r["input_shape"]))
     lines = [f"input {shape} int16 @ {'x'.join(map(str, r['input_spacing']))} mm -> preprocessed "
              f"{r['preprocessed_shape']} @ {'x'.join(map(str, r['spacing']))} mm; crop {'x'.join(map(str, r['crop']))}"
              f" + augmentation; {r['samples']} samples each (median), {r['threads']} thread",
              f"{'loader':<38}{'samples/s/core':>15}{'ms/sample':>11}{'bytes/volume':>14}"]
     lines += [f"{name:<38}{sps:>15.2f}{1000 / sps:>11.1f}{size:>14,}" for name, sps, size in rows]
-    lines.append(f"cache / nifti: {r['ratio']:.2f}x (goal >= {GOAL:g}x); cache / whole-volume nifti: "
+    lines.append(f"cache ({r['cache_codec']}) / nifti: {r['ratio']:.2f}x (goal >= {GOAL:g}x); cache / whole-volume nifti: "
                  f"{r['ratio_vs_whole_volume']:.2f}x; cache bytes / nifti bytes: "
                  f"{r['cache_bytes'] / r['nifti_bytes']:.2f}; identical samples: {r['identical_samples']}")
     return "\n".join(lines)
@@ -172,11 +184,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (seconds): checks that it runs")
     parser.add_argument("--samples", type=int, help="samples timed per loader (default 30; smoke 6)")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), help="input voxels")
+    parser.add_argument("--input-spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                        help="input voxel size in mm (default 0.7 0.7 1.0; 0.84 0.84 1.0: a 430 mm field of view, "
+                             "the issue's 288 x 288 preprocessed volumes)")
     parser.add_argument("--crop", type=int, nargs=3, metavar=("X", "Y", "Z"), help="crop (default 224 224 112)")
     parser.add_argument("--json", metavar="OUT", help="write the figures as JSON here")
     args = parser.parse_args(argv)
     settings = dict(SMOKE if args.smoke else FULL)
-    for key in ("samples", "shape", "crop"):
+    for key in ("samples", "shape", "input_spacing", "crop"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     result = run(settings)

@@ -128,7 +128,7 @@ def _floor(path: Path, fmt: str):
 def _write(image, affine, out_dir: Path, cfg: PreprocessConfig) -> None:
     """The volume alone, with the writer and format preprocess_volume uses."""
     path = output_paths(out_dir, "write_stage", cfg.format)["image"]
-    write_preprocessed(path, image, affine, cfg.compress_level)
+    write_preprocessed(path, image, affine, cfg.compress_level, codec=cfg.cache_codec)
 
 
 def _clock(times: dict, name: str, fn, *args):

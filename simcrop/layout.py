@@ -38,8 +38,8 @@ FRACTION_TASKS = ("probe", "segment")                  # evaluate/<row>/<task>/<
 TEXT_TASKS = ("zeroshot", "retrieval", "grounding")    # evaluate/<row>/<task>.json
 FEATURES = "features"             # evaluate/<row>/probe/<dataset>/features.json: the probe's one feature pass
 # preprocess.format: how preprocessed volumes and masks are stored. b2nd (default): a blosc2 NDArray, int16,
-# zstd + byte shuffle, chunked so that a training crop decodes only the chunks under it, its affine in the
-# file's own metadata; nifti: gzip NIfTI-1. simcrop.data.preprocessed_io reads either (the format from the suffix).
+# preprocess.cache_codec (lz4hc) + byte shuffle, chunked so that a training crop decodes only the chunks under
+# it, its affine in the file's own metadata; nifti: gzip NIfTI-1. simcrop.data.preprocessed_io reads either (the format from the suffix).
 VOLUME_FORMATS = ("b2nd", "nifti")
 VOLUME_SUFFIXES = {"b2nd": ".b2nd", "nifti": ".nii.gz"}
 

@@ -47,6 +47,7 @@ ENUMS = {
     "data.dataset": ("simcrop.data.ingest", "DATASETS"),
     "data.release": ("simcrop.config", "CTRATE_RELEASES"),
     "preprocess.format": ("simcrop.layout", "VOLUME_FORMATS"),
+    "preprocess.cache_codec": ("simcrop.data.preprocessed_io", "CACHE_CODECS"),
     "sentences.sections[]": ("simcrop.text.sentences", "SECTIONS"),
     "model.objective": ("simcrop.model.objectives", "OBJECTIVES"),
     "model.pos_embed": ("simcrop.model.objectives", "POS_EMBED_KINDS"),

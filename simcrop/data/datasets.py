@@ -8,10 +8,11 @@
 
 It keeps the volumes of one split that are in qc.csv, exist and have at least one Findings sentence
 (`simcrop.data.selection`, the filter every step shares), and says how many it dropped for which reason.
-Images are read by `simcrop.data.preprocessed_io.load_preprocessed` with `hu_window` (default [-1000, 1000]:
+Images are scaled by `simcrop.data.preprocessed_io.scale_hu` with `hu_window` (default [-1000, 1000]:
 HU / 1000; the caller passes preprocess.hu_window). A sample's crop box is drawn from the stored shape
 first (`transforms.crop_box`) and only that box is read: from the `.b2nd` training cache only the blocks
-under it are decompressed; the sample equals the transform chain run on the whole volume. With labels=True
+under it are decompressed; its pads and flips run on the stored int16, then it is scaled once
+(`transforms.after_crop`); the sample equals the transform chain run on the whole scaled volume. With labels=True
 (the supervised objective) it also gives each sample its label vector and drops train volumes without labels (counted as "no labels" in the log): an
 all-zero vector would teach "normal" for a scan nobody labelled. An index may be an int or an (index,
 epoch) pair: the pair is what the trainer's `StepSampler` (train/distributed.py) yields, and the
@@ -35,7 +36,7 @@ from simcrop.data.manifest import labels_of, read_manifest
 from simcrop.data.selection import select_volumes
 from simcrop.data.transforms import (after_crop, crop_box, eval_transform, sample_seed, seed_transform,
                                      smaller_axes, train_transform)
-from simcrop.data.preprocessed_io import DEFAULT_HU_WINDOW, load_preprocessed, open_preprocessed
+from simcrop.data.preprocessed_io import DEFAULT_HU_WINDOW, load_preprocessed, open_preprocessed, scale_hu
 
 MASK_STREAM = 1                        # sample_seed stream of a report's MLM mask (0: augmentation)
 
@@ -122,6 +123,9 @@ class PretrainDataset(Dataset):
                 f"dropped {summary} (qc: {qc_path}, sentences: {sentences_path}, volumes: {self.volumes_dir})")
         return items, dropped
 
+    def _scale(self, stored: np.ndarray) -> torch.Tensor:
+        return scale_hu(stored, self.hu_window)
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -148,10 +152,11 @@ class PretrainDataset(Dataset):
         if self.augment:
             seed_transform(self.transform, sample_seed(self.seed, epoch, index))
         box = crop_box(self.transform, shape)                     # the crop, drawn from the shape alone
-        image = load_preprocessed(volume, self.hu_window, box)    # only the voxels under it
         if self.maps:                        # label maps ride along the image's crops and flips
-            image = torch.cat([image, *self._label_maps(item["volume_id"], shape, box)])
-        out = after_crop(self.transform, image)
+            image = load_preprocessed(volume, self.hu_window, box)    # only the voxels under it
+            out = after_crop(self.transform, torch.cat([image, *self._label_maps(item["volume_id"], shape, box)]))
+        else:                                # pads and flips on the stored int16, then one scale
+            out = after_crop(self.transform, volume.read(box)[None], self._scale)
         sample = {"volume_id": item["volume_id"], "scan_id": item["scan_id"], "image": out[:1],
                   "findings": item["findings"], "impressions": item["impressions"], "sentences": item["sentences"],
                   "mask_seed": sample_seed(self.seed, epoch, index, MASK_STREAM)}

@@ -174,10 +174,11 @@ def preprocess_volume(row, out_dir: Path, cfg: PreprocessConfig) -> dict:
     try:
         for kind, mask in masks.items():
             mask_out = resample(mask, volume.affine, out_shape, out_affine, nearest=True, fill=0)
-            write_preprocessed(paths[kind], mask_out, out_affine, cfg.compress_level,
+            write_preprocessed(paths[kind], mask_out, out_affine, cfg.compress_level, codec=cfg.cache_codec,
                                source=str(row.get(f"{kind}_mask")))
             written.append(paths[kind])
-        write_preprocessed(paths["image"], image, out_affine, cfg.compress_level, source=str(path))
+        write_preprocessed(paths["image"], image, out_affine, cfg.compress_level, source=str(path),
+                           codec=cfg.cache_codec)
         written.append(paths["image"])
         record = {
             "volume_id": volume_id, "output": str(paths["image"]),

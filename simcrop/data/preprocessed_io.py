@@ -30,17 +30,20 @@ def hu_scale(hu_window=DEFAULT_HU_WINDOW) -> tuple[float, float, float, float]:
 
 
 # The training cache (preprocess.format: b2nd): one blosc2 NDArray file per volume or mask. int16 (masks: their
-# label dtype), zstd after a byte shuffle (CACHE_FILTER) in chunks of CACHE_CHUNKS split into blocks of
-# CACHE_BLOCKS voxels (clipped to the shape): a read of a box decompresses only the blocks under it (nnU-Net
-# v2 stores its preprocessed data the same way: blosc2, zstd, its default byte shuffle). Byte shuffle rather
-# than bitshuffle: on int16 HU it gave smaller files (real 512 x 512 x 30 chest CT: 6.9 MB vs 8.1 MB, gzip-1
-# NIfTI 9.5 MB) and faster decoding (a ViT-B box of the benchmark volume: 7.5 vs 8.9 ms, one thread).
+# label dtype), compressed by `preprocess.cache_codec` after a byte shuffle (CACHE_FILTER) in chunks of
+# CACHE_CHUNKS split into blocks of CACHE_BLOCKS voxels (clipped to the shape): a read of a box decompresses
+# only the blocks under it (nnU-Net v2 stores its preprocessed data the same way: blosc2 with zstd). Byte
+# shuffle rather than bitshuffle: on int16 HU it gave smaller files (real 512 x 512 x 30 chest CT: 6.9 MB vs
+# 8.1 MB, gzip-1 NIfTI 9.5 MB) and faster decoding (a ViT-B box of the benchmark volume: 7.5 vs 8.9 ms).
+# The codec: the loader's cost is mostly decompression (the crop covers most of the volume), and LZ4HC
+# decodes about twice as fast as zstd for 6-11 % more bytes on real chest CT (README, Benchmarks).
 # The geometry rides in the file's own variable-length metadata (`vlmeta`): affine, spacing, source and a
 # format version, so one atomic rename publishes the voxels and their geometry
 # together and no sidecar can go missing or disagree; `simcrop export-volume` writes it back as NIfTI.
 CACHE_CHUNKS = (64, 64, 64)        # 512 KiB of int16: a ViT-B crop (224 x 224 x 112) meets 4-5 x 4-5 x 2-3
 CACHE_BLOCKS = (32, 32, 32)        # 64 KiB, the unit of decompression: a box over-reads < 1 block per face
 CACHE_FILTER = "SHUFFLE"           # blosc2.Filter name (BITSHUFFLE: see above)
+CACHE_CODECS = ("lz4hc", "zstd", "lz4")   # preprocess.cache_codec (blosc2.Codec names, lower case); first: default
 CACHE_VERSION = 1
 READ_THREADS = 1                   # one decompression thread per reader: DataLoader workers are the parallelism
 
@@ -52,16 +55,19 @@ def cache_layout(shape) -> tuple[tuple, tuple]:
 
 
 def write_cache(path, array: np.ndarray, affine: np.ndarray, compress_level: int = 1, source: str = "",
-                chunks=None, blocks=None) -> None:
+                chunks=None, blocks=None, codec: str = CACHE_CODECS[0]) -> None:
     """Write (X, Y, Z) `array` with RAS `affine` atomically as a blosc2 NDArray (`.b2nd`, the training cache).
-    `chunks`/`blocks` default to `cache_layout`; `compress_level` is zstd's (0: stored uncompressed)."""
+    `chunks`/`blocks` default to `cache_layout`; `codec` is one of CACHE_CODECS, `compress_level` its level
+    (0: stored uncompressed). Any codec reads back the same way: blosc2 files say how they were written."""
     import blosc2
 
+    if codec not in CACHE_CODECS:
+        raise ValueError(f"{path}: cache codec must be one of {CACHE_CODECS}; got {codec!r}")
     array = np.ascontiguousarray(native_byte_order(np.asarray(array)))
     if array.ndim != 3:
         raise ValueError(f"{path}: expected a 3-D array, got shape {array.shape}")
     default_chunks, default_blocks = cache_layout(array.shape)
-    cparams = blosc2.CParams(codec=blosc2.Codec.ZSTD, clevel=int(compress_level), nthreads=1,
+    cparams = blosc2.CParams(codec=blosc2.Codec[codec.upper()], clevel=int(compress_level), nthreads=1,
                              filters=[getattr(blosc2.Filter, CACHE_FILTER)], filters_meta=[0])
     affine = np.asarray(affine, dtype=np.float64)
     with atomic_path(path) as tmp:
@@ -166,10 +172,11 @@ def read_preprocessed(path, box=None) -> np.ndarray:
 
 
 def write_preprocessed(path, array: np.ndarray, affine: np.ndarray, compress_level: int = 1,
-                       source: str = "") -> None:
-    """Write a preprocessed volume or mask atomically in the format its name says (`.b2nd` | `.nii.gz`)."""
+                       source: str = "", codec: str = CACHE_CODECS[0]) -> None:
+    """Write a preprocessed volume or mask atomically in the format its name says (`.b2nd` | `.nii.gz`);
+    `codec` (CACHE_CODECS) for the cache, gzip for NIfTI."""
     if volume_format(path) == "b2nd":
-        write_cache(path, array, affine, compress_level, source=source)
+        write_cache(path, array, affine, compress_level, source=source, codec=codec)
     else:
         write_nifti(path, array, affine, compress_level)
 
@@ -184,11 +191,11 @@ def export_nifti(path, out, compress_level: int = 6) -> Path:
 def scale_hu(array: np.ndarray, hu_window=DEFAULT_HU_WINDOW):
     """HU (X, Y, Z) → float32 tensor in [-1, 1]: clipped to the window, centred, / half-width (the
     encoder's input scale). Same operations as before the window was configurable (clamp, * 1 / 1000)
-    so the default window gives bit-identical inputs."""
+    so the default window gives bit-identical inputs. `array` is never modified."""
     import torch
 
     lo, hi, centre, half = hu_scale(hu_window)
-    x = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32).clamp_(lo, hi)
+    x = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32, copy=True).clamp_(lo, hi)
     if centre:
         x.sub_(centre)
     return x.mul_(1.0 / half)

@@ -42,25 +42,34 @@ class PadTo:
             raise ValueError(f"pad mode must be one of {PAD_MODES}; got {mode!r}")
         self.size, self.mode, self.value = tuple(int(s) for s in size), mode, value
 
+    def widths(self, shape: Sequence[int]) -> list[tuple[int, int, bool]]:
+        """Per spatial axis of a (X, Y, Z) `shape`: (before, after, reflect); reflect False: air."""
+        out = []
+        for dim, want in zip(shape, self.size):
+            extra = max(int(want) - int(dim), 0)
+            before, after = extra // 2, extra - extra // 2
+            out.append((before, after, self.mode == "reflect" and max(before, after) < dim))
+        return out
+
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         img = torch.as_tensor(img)
-        pads = []                                   # F.pad order: last axis first, (before, after)
-        for dim, want in zip(reversed(img.shape[1:]), reversed(self.size)):
-            extra = max(want - dim, 0)
-            pads.append((extra // 2, extra - extra // 2))
-        if not any(a or b for a, b in pads):
+        widths = self.widths(img.shape[1:])
+        if not any(before or after for before, after, _ in widths):
             return img
-        out = img.unsqueeze(0)                      # reflect pads (N, C, X, Y, Z)
-        reflect, constant = [0, 0] * len(pads), [0, 0] * len(pads)
-        for i, ((before, after), dim) in enumerate(zip(pads, reversed(img.shape[1:]))):
-            fits = self.mode == "reflect" and max(before, after) < dim
-            (reflect if fits else constant)[2 * i: 2 * i + 2] = [before, after]
         # pads along different axes commute, so each kind is one call (one copy) for all its axes
+        out = img.unsqueeze(0)                      # reflect pads (N, C, X, Y, Z)
+        reflect = _torch_pads([(b, a) if r else (0, 0) for b, a, r in widths])
+        constant = _torch_pads([(0, 0) if r else (b, a) for b, a, r in widths])
         if any(reflect):
             out = F.pad(out, reflect, mode="reflect")
         if any(constant):
             out = F.pad(out, constant, mode="constant", value=self.value)
         return out.squeeze(0)
+
+
+def _torch_pads(widths) -> list[int]:
+    """[(before, after)] per axis, first axis first → F.pad's order (last axis first)."""
+    return [n for before_after in reversed(widths) for n in before_after]
 
 
 class ImageChannelOnly(Randomizable):
@@ -175,11 +184,21 @@ def crop_box(chain: Compose, shape: Sequence[int]) -> tuple[slice, slice, slice]
     return box
 
 
-def after_crop(chain: Compose, region: torch.Tensor) -> torch.Tensor:
+def after_crop(chain: Compose, region, scale=None) -> torch.Tensor:
     """Finish a sample from the box `crop_box` gave, (C, *box): the chain's pad, then its transforms other
     than crops in order, each drawing the numbers the seeded chain gives it. Returns what `apply(chain,
     volume)` returns, bit for bit; the flips run as one flip and the intensity shift as one add (the same
-    arithmetic with fewer copies of a ViT-B crop), any other transform as it is. `region` is not modified."""
+    arithmetic with fewer copies of a ViT-B crop), any other transform as it is. `region` is not modified.
+
+    scale: when given, `region` holds stored values (the cache's int16 HU) and `scale(array)` maps them
+    elementwise to the chain's input (a float32 tensor, `preprocessed_io.scale_hu`). Reflect pads and flips
+    only move voxels, so they run on the stored values (half the bytes of float32) and `scale` runs once, on
+    the finished box; air pads follow the scale, in the chain's units. Same result as scaling first.
+    """
+    if scale is not None:
+        if _moves_only(chain):
+            return _after_crop_stored(chain, region, scale)
+        region = scale(region)
     out = torch.as_tensor(region)
     for t in chain.transforms:
         if isinstance(t, PadTo):
@@ -188,7 +207,7 @@ def after_crop(chain: Compose, region: torch.Tensor) -> torch.Tensor:
 
     def settle(x):                                      # the pending flips, then the pending shift
         nonlocal flips, shift
-        odd = sorted(d for d in set(flips) if flips.count(d) % 2)
+        odd = _odd_axes(flips)
         if odd:
             x = torch.flip(x, dims=odd)
         if shift:                                       # MONAI ShiftIntensity: img + offset, channel 0 only
@@ -200,22 +219,76 @@ def after_crop(chain: Compose, region: torch.Tensor) -> torch.Tensor:
         if isinstance(t, (PadTo, *CROPS)):
             continue
         if isinstance(t, RandFlip):
-            t.randomize(None)
-            if t._do_transform:
-                axes = t.flipper.spatial_axis
-                axes = range(out.ndim - 1) if axes is None else ([axes] if isinstance(axes, int) else axes)
-                flips.extend(int(a) % (out.ndim - 1) + 1 for a in axes)
-        elif (isinstance(t, ImageChannelOnly) and isinstance(t.transform, RandShiftIntensity)
-              and not t.transform.channel_wise):
+            flips.extend(_draw_flip(t, out.ndim - 1))
+        elif _is_image_shift(t):
             out = settle(out) if shift else out
-            t.transform.randomize(None)
-            if t.transform._do_transform:
-                shift = float(t.transform._offset)
+            shift = _draw_shift(t)
         else:                                           # anything else: as the chain would run it
             out = t(settle(out))
     out = settle(out)
     if hasattr(out, "as_tensor"):
         out = out.as_tensor()
+    return torch.as_tensor(out, dtype=torch.float32).contiguous()
+
+
+def _is_image_shift(t) -> bool:
+    return (isinstance(t, ImageChannelOnly) and isinstance(t.transform, RandShiftIntensity)
+            and not t.transform.channel_wise)
+
+
+def _moves_only(chain: Compose) -> bool:
+    """True when the chain is at most one PadTo, crops, flips and image intensity shifts (the training and
+    evaluation chains): then `_after_crop_stored` can run it on stored values."""
+    steps = chain.transforms
+    return (sum(isinstance(t, PadTo) for t in steps) <= 1
+            and all(isinstance(t, (PadTo, RandFlip, *CROPS)) or _is_image_shift(t) for t in steps))
+
+
+def _draw_flip(t: RandFlip, spatial_dims: int) -> list[int]:
+    """The tensor dims (1-based: after the channel) a seeded RandFlip flips this time; [] when it does not."""
+    t.randomize(None)
+    if not t._do_transform:
+        return []
+    axes = t.flipper.spatial_axis
+    axes = range(spatial_dims) if axes is None else ([axes] if isinstance(axes, int) else axes)
+    return [int(a) % spatial_dims + 1 for a in axes]
+
+
+def _draw_shift(t: ImageChannelOnly) -> float:
+    t.transform.randomize(None)
+    return float(t.transform._offset) if t.transform._do_transform else 0.0
+
+
+def _odd_axes(flips: list[int]) -> list[int]:
+    return sorted(d for d in set(flips) if flips.count(d) % 2)
+
+
+def _after_crop_stored(chain: Compose, region, scale) -> torch.Tensor:
+    """after_crop for a chain of moves (`_moves_only`) on stored values: reflect pads and flips on them, then
+    one scale (the flip's copy and the conversion in one pass), then air pads (mirrored along flipped axes:
+    pad-then-flip equals flip-then-mirrored-pad), then the shifts, in place, in the chain's arithmetic."""
+    stored = torch.as_tensor(np.asarray(region))
+    pad = next((t for t in chain.transforms if isinstance(t, PadTo)), None)
+    widths = pad.widths(stored.shape[1:]) if pad is not None else []
+    flips, shifts = [], []
+    for t in chain.transforms:
+        if isinstance(t, RandFlip):
+            flips.extend(_draw_flip(t, stored.ndim - 1))
+        elif _is_image_shift(t):
+            shifts.append(_draw_shift(t))
+    reflect = _torch_pads([(b, a) if r else (0, 0) for b, a, r in widths])
+    if any(reflect):
+        stored = F.pad(stored.unsqueeze(0), reflect, mode="reflect").squeeze(0)
+    odd = _odd_axes(flips)
+    if odd:
+        stored = torch.flip(stored, dims=odd)
+    out = scale(stored.numpy())
+    air = [(0, 0) if r else ((a, b) if axis + 1 in odd else (b, a)) for axis, (b, a, r) in enumerate(widths)]
+    if any(b or a for b, a in air):
+        out = F.pad(out.unsqueeze(0), _torch_pads(air), mode="constant", value=pad.value).squeeze(0)
+    for shift in shifts:                                # MONAI ShiftIntensity: img + offset, channel 0 only
+        if shift:
+            out[:1].add_(shift)
     return torch.as_tensor(out, dtype=torch.float32).contiguous()
 
 

@@ -18,6 +18,10 @@ def test_smoke_run_writes_the_json_and_both_formats_give_the_same_samples(repo_r
         assert figures[key] > 0, key
     assert abs(figures["ratio"] - figures["cache_samples_per_s"] / figures["nifti_samples_per_s"]) < 1e-9
     assert figures["identical_samples"] is True and figures["smoke"] is True
+    from simcrop.data.preprocessed_io import CACHE_CODECS
+    assert list(figures["codecs"]) == list(CACHE_CODECS) and figures["cache_codec"] == CACHE_CODECS[0]
+    assert all(c["samples_per_s"] > 0 and c["bytes"] > 0 for c in figures["codecs"].values())
+    assert figures["codecs"][CACHE_CODECS[0]]["samples_per_s"] == figures["cache_samples_per_s"]
     assert figures["crop"] == [32, 32, 16] and figures["samples"] == 6
     table = capsys.readouterr().out
     assert "cache .b2nd" in table and "nifti .nii.gz" in table and "goal >= 6x" in table

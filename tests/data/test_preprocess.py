@@ -381,7 +381,7 @@ def test_gather_cli_stops_in_one_line_past_max_bad_fraction(tmp_path):
 
 # ---------------------------------------------------------------- the training cache (preprocess.format)
 
-def test_cache_file_is_int16_zstd_shuffle_chunked_with_its_geometry_inside(tmp_path):
+def test_cache_file_is_int16_lz4hc_shuffle_chunked_with_its_geometry_inside(tmp_path):
     import blosc2
 
     from simcrop.data.preprocessed_io import CACHE_BLOCKS, CACHE_CHUNKS
@@ -395,7 +395,7 @@ def test_cache_file_is_int16_zstd_shuffle_chunked_with_its_geometry_inside(tmp_p
     assert stored.dtype == np.int16 and min(stored.shape) > 50
     assert stored.chunks == tuple(min(n, c) for n, c in zip(stored.shape, CACHE_CHUNKS))
     assert stored.blocks == tuple(min(c, b) for c, b in zip(stored.chunks, CACHE_BLOCKS))
-    assert stored.cparams.codec == blosc2.Codec.ZSTD and stored.cparams.filters[0] == blosc2.Filter.SHUFFLE
+    assert stored.cparams.codec == blosc2.Codec.LZ4HC and stored.cparams.filters[0] == blosc2.Filter.SHUFFLE
     meta = stored.schunk.vlmeta["simcrop"]
     assert meta["spacing"] == [1.0, 1.0, 2.0] and meta["source"] == str(path)
     nifti = preprocess_volume(row("v", path), tmp_path / "nifti", PreprocessConfig(spacing=[1.0, 1.0, 2.0],

@@ -65,7 +65,7 @@ def test_a_box_decodes_only_the_chunks_under_it(tmp_path):
 
     image = _ct_like((64, 64, 32))
     path = tmp_path / "v.b2nd"
-    write_cache(path, image, np.eye(4), chunks=(16, 16, 16), blocks=(8, 8, 8))
+    write_cache(path, image, np.eye(4), chunks=(16, 16, 16), blocks=(8, 8, 8), codec="zstd")   # spoilt: fails
     box = (slice(17, 40), slice(5, 16), slice(16, 30))
     assert corrupt_chunks(path, (17, 5, 16), (40, 16, 30)) == 4 * 4 * 2 - 2 * 1 * 1
     np.testing.assert_array_equal(read_preprocessed(path, box), image[box])
@@ -104,3 +104,23 @@ def test_export_writes_the_cache_as_nifti_with_its_affine(tmp_path):
     np.testing.assert_array_equal(np.asanyarray(nifti.dataobj), image)
     np.testing.assert_allclose(nifti.affine, affine)
     assert nifti.get_data_dtype() == np.int16 and nib.aff2axcodes(nifti.affine) == ("R", "A", "S")
+
+
+def test_cache_codec_is_configurable_and_every_codec_reads_back_the_same(tmp_path):
+    """preprocess.cache_codec: each codec writes a file blosc2 marks with it; the reader needs no setting;
+    the config default is the first of CACHE_CODECS; an unknown codec is refused naming the file."""
+    import blosc2
+
+    from simcrop.config import PreprocessConfig
+    from simcrop.data.preprocessed_io import CACHE_CODECS, read_preprocessed, write_preprocessed
+
+    assert PreprocessConfig().cache_codec == CACHE_CODECS[0] == "lz4hc"
+    image, box = _ct_like((40, 36, 20)), (slice(3, 31), slice(2, 30), slice(4, 19))
+    for codec in CACHE_CODECS:
+        path = tmp_path / f"{codec}.b2nd"
+        write_preprocessed(path, image, np.eye(4), compress_level=1, codec=codec)
+        assert blosc2.open(str(path), mode="r").cparams.codec == blosc2.Codec[codec.upper()]
+        np.testing.assert_array_equal(read_preprocessed(path, box), image[box])
+    with pytest.raises(ValueError, match="bad.b2nd: cache codec must be one of"):
+        write_preprocessed(tmp_path / "bad.b2nd", image, np.eye(4), codec="gzip")
+    assert not (tmp_path / "bad.b2nd").exists()

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from simcrop.data.transforms import (AIR, PadTo, apply, eval_transform, sample_seed, seed_transform,
-                                     smaller_axes, train_transform)
+from simcrop.data.transforms import (AIR, PadTo, after_crop, apply, crop_box, eval_transform, sample_seed,
+                                     seed_transform, smaller_axes, train_transform)
 
 
 def volume(shape=(40, 40, 20), seed=0):
@@ -96,3 +96,50 @@ def test_label_channels_follow_the_image_and_leave_its_augmentation_unchanged():
     moved = apply(chain, torch.cat([image, positions]))[1]
     shift = alone[0] - image[0].flatten()[moved.long().flatten()].reshape(moved.shape)
     assert torch.allclose(shift, shift.flatten()[0].expand_as(shift), atol=1e-6)   # same voxels, one offset
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
+def test_crop_first_equals_the_chain_on_the_whole_volume_scaled_before_or_after(pad_mode):
+    """crop_box + after_crop give apply(chain, volume) bit for bit, whether the box is scaled first (label
+    maps ride along) or the pads and flips run on the stored int16 and the scale comes last (the cache
+    path): volumes larger than the crop, smaller along an axis (reflect pad), under half of it (air pad,
+    mirrored by a flip), for the train chain with every flip and shift likely, and for the eval chain."""
+    import numpy as np
+
+    from simcrop.data.preprocessed_io import scale_hu
+
+    crop = (16, 12, 10)
+    window = (-1000.0, 400.0)                        # not centred at 0: the scale subtracts, then multiplies
+
+    def scale(array):
+        return scale_hu(array, window)
+
+    rng = np.random.default_rng(0)
+    checked = {"air": 0, "reflect": 0, "flip": 0, "shift": 0}
+    for shape in [(30, 20, 14), (13, 20, 14), (30, 5, 7), (4, 3, 14)]:
+        stored = rng.integers(-1200, 1200, (1, *shape)).astype(np.int16)
+        whole = scale(stored)
+        chains = [train_transform(crop, flip_prob=0.5, intensity_shift_prob=0.5, pad_mode=pad_mode),
+                  eval_transform(crop, pad_mode)]
+        for chain in chains:
+            for seed in range(12):
+                seed_transform(chain, seed)
+                expected = apply(chain, whole)
+                for region, how in ((None, "stored"), ("scaled", "scaled")):
+                    seed_transform(chain, seed)
+                    box = crop_box(chain, shape)
+                    part = stored[(slice(None), *box)]
+                    got = (after_crop(chain, part, scale) if how == "stored"
+                           else after_crop(chain, scale(part)))
+                    assert got.dtype == torch.float32 and got.shape == (1, *crop)
+                    assert torch.equal(got, expected), (shape, pad_mode, seed, how)
+                    assert np.array_equal(part, stored[(slice(None), *box)])      # the region is not modified
+                flips = [t for t in chain.transforms if type(t).__name__ == "RandFlip" and t._do_transform]
+                checked["flip"] += bool(flips)
+                checked["shift"] += bool(len(chain.transforms) > 2 and chain.transforms[-1].transform._do_transform)
+                widths = chain.transforms[0 if chain is chains[1] else 1].widths(part.shape[1:])
+                checked["air"] += any((b or a) and not r for b, a, r in widths)
+                checked["reflect"] += any((b or a) and r for b, a, r in widths)
+    if pad_mode == "constant":
+        assert checked.pop("reflect") == 0
+    assert all(checked.values()), checked                # every case above was met at least once
