@@ -264,9 +264,9 @@ def _odd_axes(flips: list[int]) -> list[int]:
 
 
 def _after_crop_stored(chain: Compose, region, scale) -> torch.Tensor:
-    """after_crop for a chain of moves (`_moves_only`) on stored values: reflect pads and flips on them, then
-    one scale (the flip's copy and the conversion in one pass), then air pads (mirrored along flipped axes:
-    pad-then-flip equals flip-then-mirrored-pad), then the shifts, in place, in the chain's arithmetic."""
+    """after_crop for a chain of moves (`_moves_only`) on stored values: reflect pads and flips on them (copies
+    of int16), then the one scale, then air pads (mirrored along flipped axes: pad-then-flip equals
+    flip-then-mirrored-pad), then the shifts, in place, in the chain's arithmetic."""
     stored = torch.as_tensor(np.asarray(region))
     pad = next((t for t in chain.transforms if isinstance(t, PadTo)), None)
     widths = pad.widths(stored.shape[1:]) if pad is not None else []
