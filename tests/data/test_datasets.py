@@ -190,9 +190,9 @@ def test_both_formats_give_the_samples_the_whole_volume_chain_gives(tmp_path, au
 
 
 def test_training_decodes_only_the_chunks_under_its_crop(tmp_path):
-    """Every cache chunk the sample's crop does not touch is spoilt before the sample is read: the sample
-    still comes out, and equals the whole-volume chain on the intact data. The box is found independently,
-    by running the old chain on a volume of voxel positions."""
+    """Every cache chunk the sample's crop does not touch (but chunk 0, which blosc2 decodes on opening) is
+    spoilt before the sample is read: the sample still comes out, and equals the whole-volume chain on the
+    intact data. The box is found independently, by running the old chain on a volume of voxel positions."""
     from cache_files import corrupt_chunks
 
     from simcrop.data.preprocessed_io import write_cache
