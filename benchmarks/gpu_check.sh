@@ -85,7 +85,7 @@ else
             --ks 8,32,64 --dtype bf16 --json "$WORK/bench.json"
         section train "$L_TRAIN" "$PYTHON" benchmarks/train.py --device cuda --sizes vit_base \
             --objectives simcrop --batch-size 16 --steps 10 --json "$WORK/train.json"
-        LOADER_ARGS=()
+        LOADER_ARGS=(--samples 12)     # 5 loaders (gzip x 2, the cache in 3 codecs): ~30 s on 2 busy cores
     else
         export OMP_NUM_THREADS=1           # tiny shapes: extra intra-op threads only spin (shared CPUs)
         section kernels "$L_KERNELS" env SIMCROP_KERNEL_DEVICE=cpu TRITON_INTERPRET=1 \
