@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import logging
 import signal
 import threading
@@ -165,6 +166,14 @@ class Training:
         self.window = _Window(own_window, info.device)
         self.total_wait = self.elapsed = 0.0
         self.live = None
+
+    def release_ddp(self) -> None:
+        """Drop the DDP wrapper while the process group still exists. Its reducer holds the group; freed
+        after `destroy_process_group`, the reducer would destroy the gloo group itself, holding the GIL
+        while gloo's worker thread waits for the GIL to free a finished collective's tensors: a deadlock
+        (seen once in the 2-rank test; pytorch/pytorch#56297)."""
+        self.ddp = None
+        gc.collect()                                    # the wrapper may sit in a reference cycle
 
     def run(self, loader: DataLoader, end_step: int, progress: bool) -> dict:
         """Train up to `end_step`; returns the summary. Raises TrainingInterrupted (after saving) on a signal."""

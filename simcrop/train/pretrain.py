@@ -187,6 +187,7 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
         log.warning("pretrain.gpus_per_node x nodes asks for %d processes but this one runs alone (WORLD_SIZE "
                     "unset): start it with `python -m simcrop.train.launch --gpus-per-node %d --nodes %d -- "
                     "pretrain ...` (what the workflow does) or torchrun", asked, pc.gpus_per_node, pc.nodes)
+    training = None
     try:
         dataset = _dataset(cfg, run_dir, manifest, sentences, preprocessed, qc)
         fingerprints = {"data_fingerprint": dataset.fingerprint(), "init_fingerprint": init_fingerprint(pc.init)}
@@ -217,5 +218,7 @@ def pretrain(cfg: Config, run_dir, out_dir, model_factory: Callable | None = Non
         barrier()
         return summary
     finally:
+        if training is not None:
+            training.release_ddp()                               # before the group goes (Training.release_ddp)
         if owns_group:
             cleanup()
