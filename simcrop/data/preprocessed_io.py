@@ -36,7 +36,7 @@ def hu_scale(hu_window=DEFAULT_HU_WINDOW) -> tuple[float, float, float, float]:
 # shuffle rather than bitshuffle: on int16 HU it gave smaller files (real 512 x 512 x 30 chest CT: 6.9 MB vs
 # 8.1 MB, gzip-1 NIfTI 9.5 MB) and faster decoding (a ViT-B box of the benchmark volume: 7.5 vs 8.9 ms).
 # The codec: the loader's cost is mostly decompression (the crop covers most of the volume), and LZ4HC
-# decodes about twice as fast as zstd for 6-11 % more bytes on real chest CT (README, Benchmarks).
+# decodes a ViT-B box 1.9x as fast as zstd for 6-12 % more bytes on real chest CT (README, Benchmarks).
 # The geometry rides in the file's own variable-length metadata (`vlmeta`): affine, spacing, source and a
 # format version, so one atomic rename publishes the voxels and their geometry
 # together and no sidecar can go missing or disagree; `simcrop export-volume` writes it back as NIfTI.
