@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -123,9 +124,6 @@ class PretrainDataset(Dataset):
                 f"dropped {summary} (qc: {qc_path}, sentences: {sentences_path}, volumes: {self.volumes_dir})")
         return items, dropped
 
-    def _scale(self, stored: np.ndarray) -> torch.Tensor:
-        return scale_hu(stored, self.hu_window)
-
     def __len__(self) -> int:
         return len(self.items)
 
@@ -156,7 +154,8 @@ class PretrainDataset(Dataset):
             image = load_preprocessed(volume, self.hu_window, box)    # only the voxels under it
             out = after_crop(self.transform, torch.cat([image, *self._label_maps(item["volume_id"], shape, box)]))
         else:                                # pads and flips on the stored int16, then one scale
-            out = after_crop(self.transform, volume.read(box)[None], self._scale)
+            out = after_crop(self.transform, volume.read(box)[None],
+                             partial(scale_hu, hu_window=self.hu_window, clip=not volume.within(self.hu_window)))
         sample = {"volume_id": item["volume_id"], "scan_id": item["scan_id"], "image": out[:1],
                   "findings": item["findings"], "impressions": item["impressions"], "sentences": item["sentences"],
                   "mask_seed": sample_seed(self.seed, epoch, index, MASK_STREAM)}

@@ -37,7 +37,8 @@ def hu_scale(hu_window=DEFAULT_HU_WINDOW) -> tuple[float, float, float, float]:
 # 8.1 MB, gzip-1 NIfTI 9.5 MB) and faster decoding (a ViT-B box of the benchmark volume: 7.5 vs 8.9 ms).
 # The codec: the loader's cost is mostly decompression (the crop covers most of the volume), and LZ4HC
 # decodes a ViT-B box 1.9x as fast as zstd for 6-12 % more bytes on real chest CT (README, Benchmarks).
-# The geometry rides in the file's own variable-length metadata (`vlmeta`): affine, spacing, source and a
+# The geometry rides in the file's own variable-length metadata (`vlmeta`): affine, spacing, source, the
+# stored values' [min, max] (`range`: a reader whose window holds it skips the clip) and a
 # format version, so one atomic rename publishes the voxels and their geometry
 # together and no sidecar can go missing or disagree; `simcrop export-volume` writes it back as NIfTI.
 CACHE_CHUNKS = (64, 64, 64)        # 512 KiB of int16: a ViT-B crop (224 x 224 x 112) meets 4-5 x 4-5 x 2-3
@@ -75,7 +76,8 @@ def write_cache(path, array: np.ndarray, affine: np.ndarray, compress_level: int
                                 chunks=tuple(chunks or default_chunks), blocks=tuple(blocks or default_blocks))
         stored.schunk.vlmeta["simcrop"] = {
             "version": CACHE_VERSION, "affine": affine.tolist(),
-            "spacing": np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).tolist(), "source": str(source)}
+            "spacing": np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).tolist(), "source": str(source),
+            "range": [array.min().item(), array.max().item()] if array.size else None}
         del stored                                     # closed before the rename
 
 
@@ -105,8 +107,8 @@ def _is_ras(affine: np.ndarray) -> bool:
 
 class PreprocessedFile:
     """A preprocessed volume or mask, opened (`.b2nd` cache or NIfTI, by suffix): its header now (shape,
-    dtype, affine, spacing, source), voxels only on `read`, so a caller can pick its box from the shape
-    first and decode only that."""
+    dtype, affine, spacing, source; `value_range`, the stored [min, max] a cache file records, else None),
+    voxels only on `read`, so a caller can pick its box from the shape first and decode only that."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -117,12 +119,20 @@ class PreprocessedFile:
             self.dtype = np.dtype(self._stored.dtype)
             self.affine = np.asarray(meta["affine"], dtype=np.float64)
             self.source = str(meta.get("source", ""))
+            self.value_range = tuple(meta["range"]) if meta.get("range") is not None else None
         else:
             self._stored = nib.load(str(path))
             self.shape = tuple(int(n) for n in self._stored.shape)
             self.dtype = self._stored.get_data_dtype()
             self.affine = np.asarray(self._stored.affine, dtype=np.float64)
             self.source = str(path)
+            self.value_range = None
+
+    def within(self, hu_window) -> bool:
+        """True when every stored value lies inside `hu_window` (known from the cache's recorded range), so
+        `scale_hu` may skip its clip: the same floats, one pass fewer. False when unknown (NIfTI)."""
+        lo, hi, _, _ = hu_scale(hu_window)
+        return self.value_range is not None and lo <= self.value_range[0] and self.value_range[1] <= hi
 
     @property
     def spacing(self) -> np.ndarray:
@@ -188,14 +198,17 @@ def export_nifti(path, out, compress_level: int = 6) -> Path:
     return Path(out)
 
 
-def scale_hu(array: np.ndarray, hu_window=DEFAULT_HU_WINDOW):
+def scale_hu(array: np.ndarray, hu_window=DEFAULT_HU_WINDOW, clip: bool = True):
     """HU (X, Y, Z) → float32 tensor in [-1, 1]: clipped to the window, centred, / half-width (the
     encoder's input scale). Same operations as before the window was configurable (clamp, * 1 / 1000)
-    so the default window gives bit-identical inputs. `array` is never modified."""
+    so the default window gives bit-identical inputs. `array` is never modified. clip=False: the caller
+    knows every value lies inside the window (`PreprocessedFile.within`), where the clip changes nothing."""
     import torch
 
     lo, hi, centre, half = hu_scale(hu_window)
-    x = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32, copy=True).clamp_(lo, hi)
+    x = torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32, copy=True)
+    if clip:
+        x.clamp_(lo, hi)
     if centre:
         x.sub_(centre)
     return x.mul_(1.0 / half)
@@ -204,4 +217,5 @@ def scale_hu(array: np.ndarray, hu_window=DEFAULT_HU_WINDOW):
 def load_preprocessed(path, hu_window=DEFAULT_HU_WINDOW, box=None):
     """Read a preprocessed volume (a path of either format, or an open PreprocessedFile; `box`: only that
     part) → (1, X, Y, Z) float32 in [-1, 1] (`scale_hu` of `hu_window`)."""
-    return scale_hu(read_preprocessed(path, box), hu_window).unsqueeze(0)
+    stored = open_preprocessed(path)
+    return scale_hu(stored.read(box), hu_window, clip=not stored.within(hu_window)).unsqueeze(0)

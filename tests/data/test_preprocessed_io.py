@@ -124,3 +124,29 @@ def test_cache_codec_is_configurable_and_every_codec_reads_back_the_same(tmp_pat
     with pytest.raises(ValueError, match="bad.b2nd: cache codec must be one of"):
         write_preprocessed(tmp_path / "bad.b2nd", image, np.eye(4), codec="gzip")
     assert not (tmp_path / "bad.b2nd").exists()
+
+
+def test_cache_records_its_value_range_and_the_scale_skips_the_clip_only_inside_it(tmp_path):
+    """A cache file records its stored [min, max]; `within` says whether a window holds it (never for NIfTI,
+    which records none); load_preprocessed then gives the clipped scale bit for bit either way."""
+    import torch
+
+    from simcrop.data.preprocessed_io import load_preprocessed, open_preprocessed, scale_hu, write_preprocessed
+
+    hu = np.arange(-1200, 1200, 25, dtype=np.int16).reshape(8, 6, 2)
+    inside = np.clip(hu, -1000, 1000)
+    for name, array in (("wide.b2nd", hu), ("inside.b2nd", inside), ("inside.nii.gz", inside)):
+        write_preprocessed(tmp_path / name, array, np.eye(4))
+    assert open_preprocessed(tmp_path / "wide.b2nd").value_range == (-1200, 1175)
+    assert open_preprocessed(tmp_path / "inside.b2nd").value_range == (-1000, 1000)
+    assert open_preprocessed(tmp_path / "inside.nii.gz").value_range is None
+    assert not open_preprocessed(tmp_path / "wide.b2nd").within((-1000, 1000))
+    assert open_preprocessed(tmp_path / "wide.b2nd").within((-1500, 1500))
+    assert open_preprocessed(tmp_path / "inside.b2nd").within((-1000, 1000))
+    assert not open_preprocessed(tmp_path / "inside.b2nd").within((-1000, 400))
+    assert not open_preprocessed(tmp_path / "inside.nii.gz").within((-1000, 1000))
+    for window in ((-1000, 1000), (-1000, 400), (-1500, 1500)):
+        for name, array in (("wide.b2nd", hu), ("inside.b2nd", inside), ("inside.nii.gz", inside)):
+            expected = scale_hu(array, window)                                  # always clipped
+            assert torch.equal(load_preprocessed(tmp_path / name, window)[0], expected), (name, window)
+    assert not torch.equal(scale_hu(hu, (-1000, 1000), clip=False), scale_hu(hu, (-1000, 1000)))
