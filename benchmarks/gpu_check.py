@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def _status(work: Path, section: str) -> dict | None:
         return None
     values = dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
     return {"rc": int(values.get("rc", -1)), "seconds": float(values.get("seconds", 0)),
-            "limit": int(values.get("limit", 0)), "absent": values.get("absent") == "1"}
+            "limit": int(values.get("limit", 0))}
 
 
 def _tail(work: Path, section: str, lines: int = 3) -> str:
@@ -196,23 +197,23 @@ def train_rows(work: Path, st: dict | None) -> tuple[list[dict], float | None]:
 
 def loader_rows(work: Path, st: dict | None, step_rate: float | None) -> list[dict]:
     seconds, limit = (st or {}).get("seconds"), (st or {}).get("limit")
-    if st is None or st["absent"]:
-        return [_row("loader vs step", "N/A", "not available: benchmarks/loader.py not found", seconds, limit)]
     data = None if _failed_run(work, "loader", st) else _load(work, "loader.json")
     if not data:
         return [_row("loader vs step", "FAIL", _failed_run(work, "loader", st) or "no results in loader.json",
                      seconds, limit)]
-    nifti, cache = data.get("nifti_samples_per_s"), data.get("cache_samples_per_s")
-    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
-    result = f"loader {fmt(cache)} samples/s from the cache, {fmt(nifti)} from NIfTI"
-    if data.get("ratio") is not None:
-        result += f" (cache / NIfTI {data['ratio']:.1f}×)"
+    cache = data["cache_samples_per_s"]
+    result = (f"loader {cache:.2f} samples/s per core from the cache, {data['nifti_samples_per_s']:.2f} from NIfTI"
+              f" (cache / NIfTI {data['ratio']:.1f}×)")
+    if not data["identical_samples"]:
+        return [_row("loader vs step", "FAIL", result + "; the cache and NIfTI gave different samples",
+                     seconds, limit)]
     status = "PASS"
-    if step_rate and cache:
-        keeps_up = cache / step_rate
-        result += f"; the step consumes {step_rate:.2f} samples/s: loader / step {keeps_up:.2f}×"
+    if step_rate:
+        keeps_up, workers = cache / step_rate, math.ceil(step_rate / cache)
+        result += (f"; the step consumes {step_rate:.2f} samples/s: loader / step {keeps_up:.2f}× per core, "
+                   f"{workers} DataLoader worker(s) keep up")
         if keeps_up < 1:
-            status, result = "WARN", result + " (loader-bound: more workers or a faster cache)"
+            status, result = "WARN", result + " (one worker cannot: set pretrain.num_workers)"
     else:
         result += "; no step rate to compare with"
     return [_row("loader vs step", status, result, seconds, limit)]

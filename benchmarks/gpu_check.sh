@@ -8,8 +8,8 @@
 #                speed-up over the naive PyTorch path, fraction of roofline, peak memory
 #   (c) train    benchmarks/train.py: the ViT-B SimCroP pre-training step (bf16 autocast + SDPA, batch 16):
 #                samples/s, peak memory, estimated model FLOP utilisation
-#   (d) loader   benchmarks/loader.py: loader samples/s against what the step consumes ("not available"
-#                when the script is missing)
+#   (d) loader   benchmarks/loader.py: loader samples/s per core against what the step consumes (and how
+#                many DataLoader workers keep up); FAIL when the cache and NIfTI samples differ
 #
 # Each section runs under its own `timeout` (GPU_CHECK_LIMIT_<SECTION> seconds overrides it), so a hang
 # costs one section, not the run; a failing or timed-out section is FAIL with its reason in the table and
@@ -97,11 +97,7 @@ else
             --batch-size 2 --steps 1 --json "$WORK/train.json"
         LOADER_ARGS=(--smoke)
     fi
-    if [ -f benchmarks/loader.py ]; then
-        section loader "$L_LOADER" "$PYTHON" benchmarks/loader.py "${LOADER_ARGS[@]}" --json "$WORK/loader.json"
-    else
-        echo "rc=0 limit=$L_LOADER seconds=0 absent=1" > "$WORK/loader.status"
-    fi
+    section loader "$L_LOADER" "$PYTHON" benchmarks/loader.py "${LOADER_ARGS[@]}" --json "$WORK/loader.json"
 fi
 
 WALL=$(since "$STARTED")

@@ -262,7 +262,7 @@ def main(argv=None) -> dict:
         rates = scaling(inputs["phantom"][0], cfg, args.scaling_volumes, tmp / "scale") \
             if args.scaling_volumes else {}
     print(f"target {cfg.spacing} mm, size {cfg.size}, window {cfg.hu_window}, format "
-          f"{getattr(cfg, 'format', 'nifti')}; median of {args.repeats} per stage (s/volume), 1 thread; "
+          f"{cfg.format}; median of {args.repeats} per stage (s/volume), 1 thread; "
           f"phantom {tuple(args.shape)} @ {args.input_spacing} mm")
     print(_table(results))
     for name, r in results.items():

@@ -183,7 +183,7 @@ def main(argv=None) -> int:
         timed = {}
         for objective in args.objectives.split(","):
             row = {"size": size, **time_objective(cfg, objective, batch, steps, device)}
-            row["mfu"] = row["flops_per_step"] * row["samples_per_s"] / batch_size / peak if peak else None
+            row["mfu"] = row["achieved_tflops"] * 1e12 / peak if peak else None
             rows.append(row)
             timed[objective] = row
             peak_mb = "n/a" if row["peak_step_mb"] is None else f"{row['peak_step_mb']:.0f}"

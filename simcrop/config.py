@@ -80,7 +80,7 @@ class PreprocessConfig:
     min_spacing_mm: float = 0.1           # spacings outside [min, max] are impossible for CT
     max_spacing_mm: float = 20.0
     compress_level: int = 1               # output compression level: cache_codec's (b2nd) or gzip's (nifti); 1: fast
-    cache_codec: str = "lz4hc"            # preprocessed_io.CACHE_CODECS: lz4hc (decodes ~2x faster) | zstd (6-11 %
+    cache_codec: str = "lz4hc"            # preprocessed_io.CACHE_CODECS: lz4hc (decodes ~2x faster) | zstd (13-18 %
                                           # smaller on real CT) | lz4; a change applies to volumes written after it
     format: str = "b2nd"                  # layout.VOLUME_FORMATS: b2nd (chunked training cache: a crop decodes
                                           # only its chunks) | nifti (.nii.gz); every reader takes either

@@ -36,7 +36,7 @@ def hu_scale(hu_window=DEFAULT_HU_WINDOW) -> tuple[float, float, float, float]:
 # shuffle rather than bitshuffle: on int16 HU it gave smaller files (real 512 x 512 x 30 chest CT: 6.9 MB vs
 # 8.1 MB, gzip-1 NIfTI 9.5 MB) and faster decoding (a ViT-B box of the benchmark volume: 7.5 vs 8.9 ms).
 # The codec: the loader's cost is mostly decompression (the crop covers most of the volume), and LZ4HC
-# decodes a ViT-B box 1.9x as fast as zstd for 6-12 % more bytes on real chest CT (README, Benchmarks).
+# decodes a ViT-B box 1.9x as fast as zstd for 15-22 % more bytes on real chest CT (README, Benchmarks).
 # The geometry rides in the file's own variable-length metadata (`vlmeta`): affine, spacing, source, the
 # stored values' [min, max] (`range`: a reader whose window holds it skips the clip) and a
 # format version, so one atomic rename publishes the voxels and their geometry
@@ -169,11 +169,6 @@ def open_preprocessed(path) -> PreprocessedFile:
     return path if isinstance(path, PreprocessedFile) else PreprocessedFile(path)
 
 
-def preprocessed_header(path) -> PreprocessedFile:
-    """Shape, dtype, affine (and spacing, source) of a preprocessed volume or mask; no voxel decoded."""
-    return open_preprocessed(path)
-
-
 def read_preprocessed(path, box=None) -> np.ndarray:
     """The one reader of preprocessed volumes and masks, either format (the suffix says which): (X, Y, Z) as
     stored; `box` (three slices): only that part, from the cache only the blocks under it decoded. Raises
@@ -194,7 +189,8 @@ def write_preprocessed(path, array: np.ndarray, affine: np.ndarray, compress_lev
 def export_nifti(path, out, compress_level: int = 6) -> Path:
     """Any preprocessed volume or mask → NIfTI (`out`, gzip when it ends .gz) with its affine, atomically,
     for 3D Slicer / ITK-SNAP. Returns `out`."""
-    write_nifti(out, read_preprocessed(path), preprocessed_header(path).affine, compress_level)
+    stored = open_preprocessed(path)
+    write_nifti(out, stored.read(), stored.affine, compress_level)
     return Path(out)
 
 

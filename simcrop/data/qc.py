@@ -98,7 +98,7 @@ def percentiles(values: np.ndarray, q) -> list[float]:
     if values.dtype.kind not in "iu":
         return [float(v) for v in np.percentile(values.astype(np.float64), q)]
     base = int(values.min())
-    cumulative = np.cumsum(np.bincount((values - base).ravel().astype(np.intp, copy=False)))
+    cumulative = np.cumsum(np.bincount(np.subtract(values, base, dtype=np.intp).ravel()))
     out = []
     for rank in (np.asarray(q, dtype=np.float64) / 100.0) * (values.size - 1):
         below = int(np.floor(rank))

@@ -289,7 +289,7 @@ def _resample_general(array, affine, out_shape, out_affine, *, nearest, fill, an
     from scipy import ndimage
 
     to_input = np.linalg.solve(affine, out_affine)
-    data = array if nearest else array.astype(np.float32)
+    data = array if nearest else array.astype(np.float32, copy=False)   # affine_transform does not write to it
     if anti_alias and not nearest:
         out_sp = np.diag(out_affine[:3, :3])
         for axis in range(3):

@@ -26,8 +26,7 @@ from tqdm import tqdm
 
 from simcrop.config import Config, ModelConfig, from_dict
 from simcrop.data.transforms import PadTo, after_crop, apply, crop_box, eval_transform
-from simcrop.data.preprocessed_io import (DEFAULT_HU_WINDOW, load_preprocessed, preprocessed_header,
-                                         read_preprocessed)
+from simcrop.data.preprocessed_io import DEFAULT_HU_WINDOW, load_preprocessed, open_preprocessed, read_preprocessed
 from simcrop.evaluate import feature_cache
 from simcrop.model.alignment import sentence_features
 from simcrop.model.factory import build_collate, build_pretrain_model
@@ -70,9 +69,8 @@ def load_crop(path, crop: Sequence[int], pad_mode: str = "reflect",
               hu_window: Sequence[float] = DEFAULT_HU_WINDOW) -> torch.Tensor:
     """Preprocessed volume → centre crop (1, *crop) float32 in [-1, 1], the dataset's eval path (only the
     crop's box is read)."""
-    chain = eval_transform(crop, pad_mode)
-    box = crop_box(chain, preprocessed_header(path).shape)
-    return after_crop(chain, load_preprocessed(path, hu_window, box))
+    chain, stored = eval_transform(crop, pad_mode), open_preprocessed(path)
+    return after_crop(chain, load_preprocessed(stored, hu_window, crop_box(chain, stored.shape)))
 
 
 def load_mask_crop(path, crop: Sequence[int], image_shape: Sequence[int] | None = None) -> torch.Tensor:

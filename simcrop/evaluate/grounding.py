@@ -29,7 +29,7 @@ import torch
 
 from simcrop_kernels import topk_similarity
 from simcrop.data.manifest import read_manifest
-from simcrop.data.preprocessed_io import DEFAULT_HU_WINDOW, preprocessed_header
+from simcrop.data.preprocessed_io import DEFAULT_HU_WINDOW, open_preprocessed
 from simcrop.evaluate.bootstrap import LEVEL, N_BOOT, ClusterBootstrap
 from simcrop.evaluate.cases import add_features, lesion_mask_path, load_context, report_items
 from simcrop.evaluate.embed import (NotApplicableError, encode_reports, encode_sentences, encode_volumes, load_crop,
@@ -153,7 +153,7 @@ def _controls(ctx, run_dir, enc, rows, lesion, s_idx, s2v, device, seed, patient
         if r not in organ_maps:
             item = ctx.items[r]
             path = organ_map_path(run_dir, item["volume_id"])
-            organ_maps[r] = (load_mask_crop(path, encoder.img_size, preprocessed_header(item["path"]).shape).numpy()
+            organ_maps[r] = (load_mask_crop(path, encoder.img_size, open_preprocessed(item["path"]).shape).numpy()
                              if path.exists() else None)
         maps.append(organ_maps[r])
     prior = location_prior([row["text"] for row in rows], maps, encoder.patch_size, n, ctx.k, seed=seed)
@@ -193,7 +193,7 @@ def _grounding_sentences(ctx, run_dir, enc: dict) -> tuple[list[dict], torch.Ten
             continue
         if r not in masks:
             path = lesion_mask_path(run_dir, item["volume_id"])
-            shape = preprocessed_header(item["path"]).shape            # header only: same grid as the image?
+            shape = open_preprocessed(item["path"]).shape            # header only: same grid as the image?
             masks[r] = load_mask_crop(path, encoder.img_size, shape) if path.exists() else None
         if masks[r] is None:
             skipped["no_mask_file"] += 1

@@ -49,8 +49,7 @@ from simcrop.config import PreprocessConfig
 from simcrop.data.preprocess import to_output_grid, validate
 from simcrop.data.quarantine import BadVolume
 from simcrop.data.volume_io import load_volume, write_nifti
-from simcrop.data.preprocessed_io import (load_preprocessed, preprocessed_header, read_preprocessed,
-                                         scale_hu)
+from simcrop.data.preprocessed_io import load_preprocessed, open_preprocessed, scale_hu
 from simcrop.evaluate.embed import NotApplicableError, encode_sentences, feature_kind, load_model, patch_features
 from simcrop.evaluate.heatmap import orthogonal_figure
 from simcrop.evaluate.tiling import Tiling, tile_batches, tiling  # noqa: F401  (Tiling, tiling: re-exported)
@@ -107,8 +106,8 @@ def prepare_volume(path, cfg: PreprocessConfig, preprocessed: bool = False) -> P
         raise HeatmapInputError(f"{path}: volume not found")
     try:
         if preprocessed:
-            image = load_preprocessed(path, cfg.hu_window)[0].numpy()
-            affine = preprocessed_header(path).affine            # either format (.b2nd cache or NIfTI)
+            stored = open_preprocessed(path)                      # either format (.b2nd cache or NIfTI)
+            image, affine = load_preprocessed(stored, cfg.hu_window)[0].numpy(), stored.affine
             return PreparedVolume(image, affine, tuple(image.shape), affine, str(path))
         volume = load_volume(path, volume_format(path))
         hu = volume.array
@@ -189,7 +188,8 @@ def load_mask(path, vol: PreparedVolume) -> np.ndarray:
     path = Path(path)
     try:
         if path.name.endswith(".b2nd"):                         # a preprocessed mask (training cache)
-            mask, affine = read_preprocessed(path), preprocessed_header(path).affine
+            stored = open_preprocessed(path)
+            mask, affine = stored.read(), stored.affine
         else:
             image = nib.load(str(path))
             mask, affine = np.asanyarray(image.dataobj), image.affine

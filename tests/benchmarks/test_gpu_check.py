@@ -55,10 +55,7 @@ def test_cpu_smoke_runs_every_section_and_prints_one_table(tmp_path):
     step = [v for k, v in rows.items() if k.startswith("pre-training step")]
     assert step and step[0][0] == "PASS" and "samples/s" in step[0][1] and "TFLOP/step" in step[0][1]
     loader = rows["loader vs step"]
-    if (REPO / "benchmarks" / "loader.py").exists():
-        assert loader[0] in ("PASS", "WARN") and "loader / step" in loader[1], loader
-    else:
-        assert loader == ("N/A", "not available: benchmarks/loader.py not found")
+    assert loader[0] in ("PASS", "WARN") and "loader / step" in loader[1], loader
     assert result.stdout.count("| check | status |") == 1 and "all checks passed" in result.stdout
     assert (tmp_path / "check.md").read_text() == result.stdout
     saved = json.loads((tmp_path / "check.json").read_text())
@@ -104,7 +101,7 @@ def _work(tmp_path, cuda=True, **status) -> Path:
 def test_report_rows_fail_with_reasons_and_timeouts(tmp_path):
     helper = _helper()
     work = _work(tmp_path, kernels="rc=1 limit=170 seconds=80.5", bench="rc=124 limit=90 seconds=90.0",
-                 train="rc=0 limit=120 seconds=40", loader="rc=0 limit=60 seconds=0 absent=1")
+                 train="rc=0 limit=120 seconds=40", loader="rc=1 limit=60 seconds=3")
     (work / "kernels.xml").write_text(JUNIT)
     (work / "train.json").write_text(json.dumps({"peak_flops": 989e12, "rows": [{
         "size": "vit_base", "objective": "simcrop", "batch": 16, "samples_per_s": 20.0, "step_ms": 800.0,
@@ -119,7 +116,8 @@ def test_report_rows_fail_with_reasons_and_timeouts(tmp_path):
     assert rows["kernel bench"]["status"] == "FAIL" and "timed out after 90 s" in rows["kernel bench"]["result"]
     step = rows["pre-training step vit_base simcrop batch 16"]
     assert step["status"] == "PASS" and "MFU 25.0 %" in step["result"] and "SDPA flash" in step["result"]
-    assert rows["loader vs step"]["status"] == "N/A" and "not available" in rows["loader vs step"]["result"]
+    loader = rows["loader vs step"]
+    assert loader["status"] == "FAIL" and loader["result"] == "exit 1: loader started | something went wrong in loader"
     assert not summary["ok"]
     assert helper.report(work, "gpu", tmp_path / "out.json", 12.0) == 1
     assert "FAILED: kernels bf16 (CUDA, compiled), kernel bench" in (tmp_path / "out.md").read_text()
@@ -137,14 +135,17 @@ def test_report_loader_against_step_and_missing_dtype(tmp_path):
     (work / "train.json").write_text(json.dumps({"peak_flops": None, "rows": [{
         "size": "tiny", "objective": "simcrop", "batch": 2, "samples_per_s": 10.0, "step_ms": 200.0,
         "peak_step_mb": None, "flops_per_step": 1e10, "mfu": None, "precision": "fp32", "sdpa": ["x"]}]}))
-    (work / "loader.json").write_text(json.dumps({"nifti_samples_per_s": 4.0, "cache_samples_per_s": 8.0,
-                                                  "ratio": 2.0}))
+    loader_json = {"nifti_samples_per_s": 4.0, "cache_samples_per_s": 8.0, "ratio": 2.0, "identical_samples": True}
+    (work / "loader.json").write_text(json.dumps(loader_json))
     rows = {r["check"]: r for r in helper.build(work, "gpu")["rows"]}
     bf16 = rows["kernels bf16 (CUDA, compiled)"]          # the CUDA run must cover bf16
     assert (bf16["status"], bf16["result"]) == ("FAIL", "no test ran for this dtype")
     assert "speed-up over naive 6.0/6.0/6.0×" in rows["kernel bench 512×32×2744×768 all, bfloat16 fwd+bwd"]["result"]
     loader = rows["loader vs step"]
-    assert loader["status"] == "WARN" and "loader / step 0.80×" in loader["result"]
+    assert loader["status"] == "WARN" and "loader / step 0.80× per core, 2 DataLoader worker(s)" in loader["result"]
+    (work / "loader.json").write_text(json.dumps({**loader_json, "identical_samples": False}))
+    loader = {r["check"]: r for r in helper.build(work, "gpu")["rows"]}["loader vs step"]
+    assert loader["status"] == "FAIL" and "different samples" in loader["result"]
 
 
 def test_out_paths_name_both_files(tmp_path):

@@ -16,7 +16,7 @@ from simcrop.data.preprocess import (QC_COLUMNS, TooManyBadVolumes, gather_shard
                                      preprocess_volume)
 from simcrop.data.qc import body_mask
 from simcrop.data.quarantine import QUARANTINE_COLUMNS, BadVolume
-from simcrop.data.preprocessed_io import preprocessed_header, read_preprocessed
+from simcrop.data.preprocessed_io import open_preprocessed, read_preprocessed
 from simcrop.layout import VOLUME_FORMATS, DataDir, Preprocessed
 
 CENTRE = np.array([12.3, -20.7, 35.1])          # world mm (RAS) of the planted sphere
@@ -34,7 +34,7 @@ class Output:
     """A preprocessed output (either format) through the one reader: shape, affine, voxels."""
 
     def __init__(self, path):
-        header = preprocessed_header(path)
+        header = open_preprocessed(path)
         self.shape, self.affine, self.data = header.shape, header.affine, read_preprocessed(path)
 
 
@@ -404,7 +404,7 @@ def test_cache_file_is_int16_lz4hc_shuffle_chunked_with_its_geometry_inside(tmp_
     np.testing.assert_allclose(meta["affine"], reference.affine, atol=1e-6)
     assert nib.aff2axcodes(np.asarray(meta["affine"])) == ("R", "A", "S")
     np.testing.assert_array_equal(read_preprocessed(record["output"]), np.asanyarray(reference.dataobj))
-    np.testing.assert_allclose(preprocessed_header(record["output"]).affine, reference.affine, atol=1e-6)
+    np.testing.assert_allclose(open_preprocessed(record["output"]).affine, reference.affine, atol=1e-6)
 
 
 def test_a_format_change_redoes_the_volume_and_leaves_one_version(tmp_path):
